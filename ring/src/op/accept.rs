@@ -1,0 +1,27 @@
+//! Multishot accept: one submission, one completion per accepted connection.
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use io_uring::{opcode, squeue, types};
+
+use crate::completion::Outcome;
+
+/// A multishot accept on `listener`; accepted fds get `SOCK_CLOEXEC`.
+///
+/// The kernel takes its own reference to the listening socket when the entry is submitted:
+/// closing the listener's fd afterwards does not stop the accept; cancel it first.
+pub(crate) fn entry(listener: BorrowedFd<'_>) -> squeue::Entry {
+    opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+        .flags(libc::SOCK_CLOEXEC)
+        .build()
+}
+
+/// One accept completion; `more` is `IORING_CQE_F_MORE` (the accept stays armed).
+pub(crate) fn complete(res: i32, more: bool) -> Outcome {
+    let fd = super::result(res).map(|_| {
+        // SAFETY: a non-negative accept result is a new fd the kernel has just installed in
+        // our table for this completion; nothing else owns it, so it gets its owner here.
+        unsafe { OwnedFd::from_raw_fd(res) }
+    });
+    Outcome::Accepted { fd, more }
+}

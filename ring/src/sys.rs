@@ -1,0 +1,286 @@
+//! The small synchronous syscalls the master's event loop needs beside the ring.
+//!
+//! Every call goes through one helper (`cvt`), which turns the C convention (-1 and errno) into
+//! `io::Result`; new fds are wrapped in [`OwnedFd`] on the line that receives them.
+//!
+//! Errors of the calls whose errno a caller acts on ([`pidfd_open`]: ESRCH, [`kill`]: EPERM,
+//! [`try_wait`]: ECHILD, [`read_signal`]) are the bare errno, so `raw_os_error()` works; the
+//! setup calls name the failed syscall in the message and keep the error's kind.
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::ptr;
+
+/// Return values that signal failure with -1 and errno.
+trait MinusOne: Copy + PartialEq {
+    const MINUS_ONE: Self;
+}
+
+impl MinusOne for i32 {
+    const MINUS_ONE: i32 = -1;
+}
+
+impl MinusOne for i64 {
+    const MINUS_ONE: i64 = -1;
+}
+
+impl MinusOne for isize {
+    const MINUS_ONE: isize = -1;
+}
+
+/// A syscall's return value as `io::Result`: -1 becomes the thread's errno.
+fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
+    if res == T::MINUS_ONE {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(res)
+    }
+}
+
+/// `e` with `what` in front of its message, keeping its kind.
+fn context(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+/// A pid as the kernel's `pid_t`; pids above `i32::MAX` do not exist.
+fn pid_t(pid: u32) -> io::Result<libc::pid_t> {
+    libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// setsockopt(SOL_SOCKET, SO_RCVLOWAT, bytes): poll reports a TCP socket readable only once
+/// `bytes` bytes are queued (or at end of file).
+pub fn set_rcvlowat(fd: BorrowedFd<'_>, bytes: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            ptr::from_ref(&value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map_err(|e| context("setsockopt(SO_RCVLOWAT)", e))?;
+    Ok(())
+}
+
+/// pidfd_open(pid, 0): an fd (close-on-exec, as the kernel gives it) that becomes readable
+/// (POLLIN) when the process has exited.
+pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    let pid = pid_t(pid)?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = cvt(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    let fd = i32::try_from(fd).map_err(|_| io::Error::other("pidfd_open: fd out of range"))?;
+    // SAFETY: the syscall succeeded, so `fd` is a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Blocks `signals` in the calling thread (pthread_sigmask SIG_BLOCK) and returns a signalfd
+/// (SFD_CLOEXEC | SFD_NONBLOCK) for them.
+///
+/// The mask is per thread: call it on the thread that reads the signalfd, before other
+/// threads are spawned (they inherit the mask), or process-directed signals may be delivered
+/// to a thread that has them unblocked.
+pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+    let mut set = mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it points at.
+    cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+    // SAFETY: initialised by sigemptyset just above.
+    let mut set = unsafe { set.assume_init() };
+    for &signal in signals {
+        // SAFETY: `set` is an initialised sigset_t; an invalid signal number is EINVAL.
+        cvt(unsafe { libc::sigaddset(&mut set, signal) })
+            .map_err(|e| context(&format!("sigaddset({signal})"), e))?;
+    }
+    // SAFETY: `set` is initialised; the old mask is not asked for (null).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) };
+    if rc != 0 {
+        return Err(context("pthread_sigmask", io::Error::from_raw_os_error(rc)));
+    }
+    // SAFETY: -1 asks for a new signalfd for the initialised `set`.
+    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
+        .map_err(|e| context("signalfd", e))?;
+    // SAFETY: signalfd succeeded, so `fd` is a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal number from a signalfd (non-blocking); Ok(None) on EAGAIN.
+pub fn read_signal(fd: BorrowedFd<'_>) -> io::Result<Option<i32>> {
+    let mut info = [0u8; mem::size_of::<libc::signalfd_siginfo>()];
+    // SAFETY: `info` is a writable buffer of exactly the length passed.
+    let read = cvt(unsafe { libc::read(fd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) });
+    let read = match read {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if read.unsigned_abs() != info.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("read(signalfd): short read of {read} bytes"),
+        ));
+    }
+    // ssi_signo is the first field, a u32 in native byte order.
+    let [a, b, c, d, ..] = info;
+    let signo = u32::from_ne_bytes([a, b, c, d]);
+    Ok(Some(i32::try_from(signo).unwrap_or(i32::MAX)))
+}
+
+/// shutdown(fd, SHUT_WR)
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes an fd number and a constant; it touches no memory of ours.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })
+        .map_err(|e| context("shutdown(SHUT_WR)", e))?;
+    Ok(())
+}
+
+/// listen(fd, backlog): on a socket that is already listening (as a bound
+/// `std::net::TcpListener` is), sets a new backlog; the kernel caps it at `net.core.somaxconn`.
+pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
+    // SAFETY: listen takes an fd number and an int; it touches no memory of ours.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })
+        .map_err(|e| context(&format!("listen(backlog {backlog})"), e))?;
+    Ok(())
+}
+
+/// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) as two OwnedFds.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two fds socketpair writes.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })
+    .map_err(|e| context("socketpair(AF_UNIX, SOCK_SEQPACKET)", e))?;
+    let [a, b] = fds;
+    // SAFETY: socketpair succeeded: both are new fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) })
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+///
+/// An unlimited hard limit is read as the kernel's `fs.nr_open`, the most a process may have.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a writable rlimit.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })
+        .map_err(|e| context("getrlimit(RLIMIT_NOFILE)", e))?;
+    let mut target = limit.rlim_max;
+    if target == libc::RLIM_INFINITY {
+        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20);
+    }
+    if limit.rlim_cur >= target {
+        return Ok(limit.rlim_cur);
+    }
+    limit.rlim_cur = target;
+    // SAFETY: `limit` is an initialised rlimit.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) })
+        .map_err(|e| context("setrlimit(RLIMIT_NOFILE)", e))?;
+    Ok(limit.rlim_cur)
+}
+
+/// Marks every fd from `first` on close-on-exec (close_range with CLOSE_RANGE_CLOEXEC, Linux
+/// 5.11+), so that fds the process inherited from whatever started it do not leak into the
+/// children it spawns. Falls back to fcntl on each fd listed in /proc/self/fd.
+pub fn close_on_exec_from(first: u32) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags; it touches no memory
+    // and closes nothing.
+    let res = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if cvt(res).is_ok() {
+        return Ok(());
+    }
+    let dir = std::fs::read_dir("/proc/self/fd").map_err(|e| context("/proc/self/fd", e))?;
+    for entry in dir.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<libc::c_int>() else {
+            continue;
+        };
+        if u32::try_from(fd).is_ok_and(|n| n >= first) {
+            // SAFETY: fcntl F_GETFD/F_SETFD on an fd number touches no memory; a number that
+            // was closed meanwhile (the directory's own fd) fails with EBADF, ignored.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prepares `cmd` for a worker child.
+///
+/// In the child, between fork and exec (async-signal-safe calls only): clears FD_CLOEXEC on
+/// `inherit`, so the child gets exactly that one extra fd provided every other fd of the
+/// process is close-on-exec; sets PR_SET_PDEATHSIG to SIGKILL; then checks getppid() against
+/// the pid captured here, and if the parent has already died, fails the exec so `spawn`
+/// returns an error (ESRCH). The child is put in its own process group, so a terminal's Ctrl-C
+/// reaches only the master.
+///
+/// The caller keeps `inherit` open until `spawn` returns. The parent-death signal fires when
+/// the *thread* that forked exits: spawn workers from the main thread.
+pub fn prepare_worker_command(cmd: &mut Command, inherit: BorrowedFd<'_>) {
+    let fd = inherit.as_raw_fd();
+    let parent = std::process::id();
+    cmd.process_group(0);
+    let child_setup = move || -> io::Result<()> {
+        // SAFETY: fcntl on an fd number with F_GETFD touches no memory.
+        let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+        // SAFETY: fcntl on an fd number with F_SETFD and an int touches no memory.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
+        let sigkill = libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9);
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number and ignores the other arguments.
+        cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sigkill, 0, 0, 0) })?;
+        // SAFETY: getppid cannot fail and touches no memory.
+        let ppid = unsafe { libc::getppid() };
+        if u32::try_from(ppid).ok() != Some(parent) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe calls (fcntl, prctl, getppid); it allocates nothing (errors are built
+    // from errno values, which does not allocate) and touches no lock.
+    unsafe { cmd.pre_exec(child_setup) };
+}
+
+/// kill(pid, sig): Ok(true) when delivered, Ok(false) when there is no such process (ESRCH).
+pub fn kill(pid: u32, signal: i32) -> io::Result<bool> {
+    let pid = pid_t(pid)?;
+    // SAFETY: kill takes a pid and a signal number and touches no memory.
+    match cvt(unsafe { libc::kill(pid, signal) }) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// waitpid(pid, WNOHANG): Ok(Some(raw wait status)) if reaped, Ok(None) if still running.
+pub fn try_wait(pid: u32) -> io::Result<Option<i32>> {
+    let pid = pid_t(pid)?;
+    let mut status = 0;
+    // SAFETY: `status` is a writable c_int.
+    let reaped = cvt(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
+    Ok((reaped != 0).then_some(status))
+}

@@ -1,1 +1,70 @@
-//! placeholder
+//! Receive connections handed off by [stickyd]: rebuild a [`TcpStream`](std::net::TcpStream)
+//! and read the request from byte zero.
+//!
+//! stickyd accepts TCP connections, peeks at their first bytes to find a key (client address,
+//! a header, a cookie, ...), and passes each connection's file descriptor to the worker that
+//! owns the key over a Unix `SOCK_SEQPACKET` socket. A worker program embeds this crate:
+//! [`Worker::from_env`] joins the master, and every [`Connection`] received is a blocking
+//! `TcpStream` whose unread bytes start with the client's request, plus its [`Meta`]data.
+//!
+//! ```no_run
+//! use std::io::{BufRead, BufReader, Write};
+//!
+//! fn main() -> Result<(), stickyd_worker::Error> {
+//!     // Sends HELLO, waits for WELCOME: fails if the master refuses this worker.
+//!     let mut worker = stickyd_worker::Worker::from_env()?;
+//!     let id = worker.id();
+//!     let listeners = worker.listeners().to_vec();
+//!     eprintln!("worker {id} of {} ready, listeners {listeners:?}", worker.workers());
+//!
+//!     // Blocking; ends once the master has sent DRAIN and closed its side, after the
+//!     // connections already received.
+//!     for conn in worker.incoming() {
+//!         let mut conn = match conn {
+//!             Ok(conn) => conn,
+//!             // One message or one connection went wrong; the next ones are fine.
+//!             Err(e) => {
+//!                 eprintln!("worker {id}: {e}");
+//!                 continue;
+//!             }
+//!         };
+//!         let listener = listeners.get(usize::from(conn.meta.listener));
+//!         // The stream reads the request from its first byte.
+//!         let mut request_line = String::new();
+//!         let mut reader = BufReader::new(&conn.stream);
+//!         if reader.read_line(&mut request_line).is_err() {
+//!             continue;
+//!         }
+//!         eprintln!("{} via {listener:?}: {}", conn.meta.peer, request_line.trim_end());
+//!         let body = format!("worker: {id}\n");
+//!         let response = format!(
+//!             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+//!             body.len()
+//!         );
+//!         let _ = conn.stream.write_all(response.as_bytes());
+//!     }
+//!     Ok(())
+//! }
+//! ```
+//!
+//! In an event loop (mio, epoll), register [`Worker::as_fd`](std::os::fd::AsFd::as_fd) for
+//! readability and call [`Worker::try_recv`] until it returns `WouldBlock`; see the
+//! `hello_worker` example. [`wire`] documents the channel protocol, for the master and for
+//! workers written in other languages.
+//!
+//! [stickyd]: https://github.com/stickyd/stickyd
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod batch;
+mod connection;
+mod error;
+#[allow(unsafe_code)]
+mod sys;
+pub mod wire;
+mod worker;
+
+pub use connection::{Connection, Meta};
+pub use error::Error;
+pub use worker::{Incoming, Worker};

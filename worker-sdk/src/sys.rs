@@ -1,0 +1,208 @@
+//! The syscalls of the SDK: the only module with `unsafe`.
+//!
+//! Raw fd numbers exist here only: received fds become [`OwnedFd`]s before `recv_msg`
+//! returns, and the inherited channel becomes one in [`take_inherited`].
+
+use std::io;
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use crate::wire::MAX_CONNS;
+
+/// Turns a `-1` return into the thread's `errno`.
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    usize::try_from(ret).map_err(|_| io::Error::last_os_error())
+}
+
+/// The `SO_TYPE` of a socket (`ENOTSOCK` if it is not one).
+pub(crate) fn socket_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    let mut ty: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `fd` is a live borrowed fd; `ty` and `len` are valid for writes and `len` holds
+    // the size of `ty`, so the kernel writes within it.
+    check(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&raw mut ty).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(ty)
+}
+
+/// Why an inherited fd number could not become the channel.
+#[derive(Debug)]
+pub(crate) enum Inherit {
+    /// `fcntl(F_GETFD)` failed: the number names no open fd (or another error).
+    NotOpen(io::Error),
+    /// `getsockopt(SO_TYPE)` failed (`ENOTSOCK`: not a socket).
+    NotSocket(io::Error),
+    /// A socket of another type.
+    WrongType(libc::c_int),
+    /// Setting `FD_CLOEXEC` failed.
+    Cloexec(io::Error),
+}
+
+/// Takes ownership of the inherited channel fd `raw` after checking that it is an open
+/// `SOCK_SEQPACKET` socket, and marks it close-on-exec. On error the fd is left untouched
+/// and not owned.
+///
+/// The caller must call this at most once per inherited fd number (the crate guards this with
+/// a process-wide flag), since the returned `OwnedFd` closes it on drop.
+pub(crate) fn take_inherited(raw: RawFd) -> Result<OwnedFd, Inherit> {
+    // SAFETY: F_GETFD only reads the fd's flags; on a number that is not open it fails with
+    // EBADF and touches nothing.
+    let flags = check(unsafe { libc::fcntl(raw, libc::F_GETFD) }).map_err(Inherit::NotOpen)?;
+    // SAFETY: the fcntl above proved `raw` open, and nothing closes it while this borrow
+    // lives (it is used for the two calls below only).
+    let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+    let ty = socket_type(borrowed).map_err(Inherit::NotSocket)?;
+    if ty != libc::SOCK_SEQPACKET {
+        return Err(Inherit::WrongType(ty));
+    }
+    // SAFETY: setting FD_CLOEXEC on an open fd changes only its descriptor flags.
+    check(unsafe { libc::fcntl(raw, libc::F_SETFD, flags | libc::FD_CLOEXEC) })
+        .map_err(Inherit::Cloexec)?;
+    // SAFETY: `raw` is open (checked above) and was handed to this process to own via
+    // STICKYD_FD; the caller guarantees it is taken once, so this is its only owner.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// `send` with `MSG_NOSIGNAL` (EPIPE instead of SIGPIPE), retried on EINTR. If the socket is
+/// in non-blocking mode and full, waits until it is writable: callers need the message sent.
+pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the whole call.
+        let ret = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        match check_size(ret) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(fd)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd, and the count passed is 1.
+    match check(unsafe { libc::poll(&mut pfd, 1, -1) }) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// What one `recv_msg` got.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received {
+    /// Bytes of the message (0: the peer has gone).
+    pub(crate) len: usize,
+    /// `MSG_TRUNC`: the message was longer than the buffer.
+    pub(crate) truncated: bool,
+    /// `MSG_CTRUNC`: some fds were dropped by the kernel.
+    pub(crate) fds_truncated: bool,
+}
+
+/// Control buffer, aligned for `cmsghdr`, with room for `MAX_CONNS` fds plus one spare
+/// slot (so a sender's extra fd shows as a count mismatch rather than only as `MSG_CTRUNC`).
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 512]);
+
+/// One `recvmsg` into `buf` with `MSG_CMSG_CLOEXEC` (and `MSG_DONTWAIT` if `nonblocking`),
+/// retried on EINTR. Every fd received is appended to `fds` as an `OwnedFd` before anything
+/// else happens.
+pub(crate) fn recv_msg(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    nonblocking: bool,
+) -> io::Result<Received> {
+    let fd_bytes = (MAX_CONNS + 1) * mem::size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE is a pure size computation on its argument; it touches no memory.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes as libc::c_uint) } as usize;
+    let mut cmsg = CmsgBuf([0; 512]);
+    debug_assert!(space <= cmsg.0.len());
+    let mut flags = libc::MSG_CMSG_CLOEXEC;
+    if nonblocking {
+        flags |= libc::MSG_DONTWAIT;
+    }
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = space.min(cmsg.0.len()) as _;
+        // SAFETY: `msg` points at one iovec covering `buf` and at `cmsg` with the length
+        // given; both outlive the call, and the kernel writes within those lengths.
+        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, flags) };
+        let len = match check_size(ret) {
+            Ok(len) => len,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        collect_fds(&msg, fds);
+        return Ok(Received {
+            len,
+            truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+            fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        });
+    }
+}
+
+/// Wraps every fd of every `SCM_RIGHTS` message in `msg` in an `OwnedFd`.
+fn collect_fds(msg: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
+    // SAFETY: `msg` was just filled by recvmsg; its control pointer and (kernel-updated)
+    // length describe the initialized control data, which the CMSG_* walk stays within.
+    let mut hdr = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !hdr.is_null() {
+        // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR return null or a header that lies within the
+        // control buffer; reading it unaligned is fine for any alignment.
+        let h: libc::cmsghdr = unsafe { ptr::read_unaligned(hdr) };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN is a pure size computation on its argument; it touches no memory.
+            let header_len = unsafe { libc::CMSG_LEN(0) } as usize;
+            let data_len = (h.cmsg_len as usize).saturating_sub(header_len);
+            let count = data_len / mem::size_of::<RawFd>();
+            // SAFETY: `hdr` is a valid header within the buffer (above); CMSG_DATA points
+            // just past it, where its `data_len` bytes of payload lie.
+            let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
+            for i in 0..count {
+                // SAFETY: `i < count` keeps the read within the payload; unaligned read.
+                let raw = unsafe { ptr::read_unaligned(data.add(i)) };
+                // SAFETY: the kernel just installed `raw` in this process for this message;
+                // nothing else knows the number, so this is its only owner.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+        // SAFETY: `msg` and `hdr` are as above; CMSG_NXTHDR returns the next header within
+        // the control length or null.
+        hdr = unsafe { libc::CMSG_NXTHDR(msg, hdr) };
+    }
+}

@@ -1,0 +1,967 @@
+//! The master: the io_uring event loop that accepts connections, peeks at them until their key
+//! is known, routes them to a worker and hands the fds over, and looks after the workers.
+//!
+//! What to do with a connection given its peeked bytes is decided in [`crate::decide`]; this
+//! module only drives the kernel: which operation to submit next, and what a completion means.
+
+mod conns;
+mod pool;
+pub(crate) mod spawn;
+mod token;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::{debug, error, info, warn};
+use stickyd_ring::{Completion, InMsg, OpId, OutMsg, Outcome, Ring, sys};
+use stickyd_worker::wire::{self, ConnRecord, Message, Welcome};
+
+use crate::config::{Config, OnTimeout};
+use crate::decide::Decision;
+use crate::keys::{Key, fold_addr};
+use crate::route;
+
+use conns::Conns;
+use pool::{Drain, Handoff, Phase, Sending, Slot};
+use token::Token;
+
+/// Submission queue entries of the master's ring.
+const RING_ENTRIES: u32 = 1024;
+/// How long a listener waits before its accept is armed again after an error (`EMFILE`, ...).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long after the grace period's SIGTERM the workers left get SIGKILL.
+const KILL_AFTER: Duration = Duration::from_secs(2);
+/// The listen backlog, where clients wait while no worker can take them.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// Why the master could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setup step failed.
+    #[error("{what}: {source}")]
+    Setup {
+        /// The step.
+        what: String,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The event loop's ring failed.
+    #[error("io_uring: {0}")]
+    Ring(#[source] io::Error),
+    /// Every worker has exited, and none is restarted.
+    #[error("all workers have exited")]
+    NoWorkers,
+}
+
+fn setup(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Setup {
+        what: what.into(),
+        source,
+    }
+}
+
+/// A listening socket and its accept.
+#[derive(Debug)]
+struct Listener {
+    name: String,
+    addr: SocketAddr,
+    socket: Option<TcpListener>,
+    accept: Option<OpId>,
+    /// A cancel of `accept` has been submitted.
+    cancelling: bool,
+    /// When to arm the accept again after an error.
+    rearm_at: Option<Instant>,
+    /// The last accept error was logged (logged once until accept works again).
+    error_logged: bool,
+}
+
+/// The shutdown's progress.
+#[derive(Debug)]
+struct Shutdown {
+    /// When the workers left get SIGTERM.
+    term_at: Instant,
+    /// When the workers left get SIGKILL.
+    kill_at: Option<Instant>,
+}
+
+/// The master's state.
+#[derive(Debug)]
+struct Master {
+    config: Config,
+    ring: Ring,
+    listeners: Vec<Listener>,
+    conns: Conns,
+    slots: Vec<Slot>,
+    /// Live worker ids, ascending (recomputed when a slot changes phase).
+    live: Vec<u32>,
+    /// Connections routed while no worker was live.
+    parked: Vec<Handoff>,
+    /// Peek buffers not in use: a buffer is held only while a peek is in flight.
+    buffers: Vec<Vec<u8>>,
+    signals: OwnedFd,
+    next_seq: u64,
+    shutdown: Option<Shutdown>,
+    expired: Vec<usize>,
+}
+
+/// Runs the dispatcher until a requested shutdown completes.
+pub fn run(config: Config) -> Result<(), Error> {
+    let mut master = Master::start(config)?;
+    master.run()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Master {
+    fn start(config: Config) -> Result<Master, Error> {
+        // Fds inherited from whatever started us must not reach the workers.
+        if let Err(e) = sys::close_on_exec_from(3) {
+            warn!("cannot mark inherited fds close-on-exec: {e}");
+        }
+        match sys::raise_nofile_limit() {
+            Ok(limit) => debug!("file descriptor limit raised to {limit}"),
+            Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
+        }
+        let signals = sys::signalfd(&[libc::SIGTERM, libc::SIGINT])
+            .map_err(setup("cannot set up the signal fd"))?;
+        let ring = Ring::new(RING_ENTRIES).map_err(Error::Ring)?;
+
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for spec in &config.listeners {
+            let socket = TcpListener::bind(spec.addr)
+                .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
+            sys::listen(socket.as_fd(), LISTEN_BACKLOG)
+                .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
+            let addr = socket
+                .local_addr()
+                .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
+            eprintln!("stickyd: listening on {addr} ({})", spec.name);
+            listeners.push(Listener {
+                name: spec.name.clone(),
+                addr,
+                socket: Some(socket),
+                accept: None,
+                cancelling: false,
+                rearm_at: None,
+                error_logged: false,
+            });
+        }
+        info!(
+            "mapping fingerprint {} ({} workers, ahash 0.8.12, {} hash path)",
+            route::fingerprint(config.workers),
+            config.workers,
+            route::hash_path()
+        );
+
+        let mut master = Master {
+            ring,
+            listeners,
+            conns: Conns::default(),
+            slots: Vec::with_capacity(config.workers as usize),
+            live: Vec::with_capacity(config.workers as usize),
+            parked: Vec::new(),
+            buffers: Vec::new(),
+            signals,
+            next_seq: 0,
+            shutdown: None,
+            expired: Vec::new(),
+            config,
+        };
+        for id in 0..master.config.workers {
+            let worker = spawn::spawn(id, master.config.worker_command.as_ref()).map_err(setup(
+                format!("cannot start worker {id} ({})", master.worker_label()),
+            ))?;
+            debug!("worker {id} started (pid {})", worker.pid);
+            let mut slot = Slot::new(id, worker.pid, worker.pidfd, worker.channel);
+            arm_exit(&mut master.ring, &slot);
+            arm_recv(&mut master.ring, &mut slot);
+            master.slots.push(slot);
+        }
+        master.ring.poll(
+            master.signals.as_fd(),
+            libc::POLLIN as u32,
+            Token::Signal.encode(),
+        );
+        info!(
+            "started {} workers ({}), keys: {}",
+            master.config.workers,
+            master.worker_label(),
+            master.key_label()
+        );
+        Ok(master)
+    }
+
+    fn worker_label(&self) -> String {
+        match &self.config.worker_command {
+            Some(c) => format!("`{}`", c.program.to_string_lossy()),
+            None => "built-in hello worker".to_owned(),
+        }
+    }
+
+    fn key_label(&self) -> String {
+        let rules: Vec<String> = self
+            .config
+            .plan
+            .rules()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        format!(
+            "{}, fallback {}",
+            rules.join(", "),
+            self.config.plan.fallback()
+        )
+    }
+
+    fn run(&mut self) -> Result<(), Error> {
+        loop {
+            self.flush();
+            if self.finished() {
+                break;
+            }
+            let timeout = self
+                .next_timer()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            self.ring.wait(timeout).map_err(Error::Ring)?;
+            while let Some(c) = self.ring.next_completion() {
+                self.complete(c)?;
+            }
+            self.fire_timers(Instant::now());
+        }
+        let stranded = self.conns.len() + self.parked.len();
+        if stranded > 0 {
+            warn!("{stranded} connections were still waiting for a worker at exit: closed");
+        }
+        for conn in self.conns.drain() {
+            drop(conn.fd);
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Shutdown is complete when every worker has exited.
+    fn finished(&self) -> bool {
+        self.shutdown.is_some() && self.slots.iter().all(Slot::exited)
+    }
+
+    fn complete(&mut self, c: Completion) -> Result<(), Error> {
+        let Some(token) = Token::decode(c.token) else {
+            error!("completion with an unknown token {:#x}", c.token);
+            return Ok(());
+        };
+        match (token, c.outcome) {
+            (Token::Accept(l), Outcome::Accepted { fd, more }) => self.on_accept(l, fd, more),
+            (Token::Conn(k), Outcome::Received { buf, result }) => {
+                self.on_peek(k as usize, buf, result)
+            }
+            (Token::Conn(k), Outcome::Polled(result)) => self.on_poll(k as usize, result),
+            (Token::ChannelRecv(w), Outcome::ReceivedMsg { msg, result }) => {
+                self.on_channel_recv(w, msg, result)
+            }
+            (Token::ChannelSend(w), Outcome::Sent { msg, result }) => {
+                self.on_channel_sent(w, msg, result)
+            }
+            (Token::Exit(w), Outcome::Polled(result)) => self.on_exit(w, result),
+            (Token::Signal, Outcome::Polled(_)) => self.on_signal(),
+            (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
+            (Token::Housekeeping, _) => {}
+            (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
+        }
+        self.after_change()
+    }
+
+    // ---- accepting -------------------------------------------------------------------------
+
+    fn on_accept(&mut self, l: u32, fd: io::Result<OwnedFd>, more: bool) {
+        let closing = self.shutdown.is_some();
+        let Some(listener) = self.listeners.get_mut(l as usize) else {
+            return;
+        };
+        if !more {
+            listener.accept = None;
+            listener.cancelling = false;
+            if closing {
+                // The listener closes: clients still in its backlog are reset.
+                listener.socket = None;
+            }
+        }
+        match fd {
+            Ok(fd) => {
+                listener.error_logged = false;
+                self.admit(l as u16, fd);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+            Err(e) => {
+                if !listener.error_logged {
+                    warn!(
+                        "accept on {} ({}) failed: {e}; retrying every {}ms",
+                        listener.addr,
+                        listener.name,
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    listener.error_logged = true;
+                }
+                if !more {
+                    listener.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Takes in an accepted connection: routes it at once when the key is the client address,
+    /// or starts peeking.
+    fn admit(&mut self, listener: u16, fd: OwnedFd) {
+        let stream = TcpStream::from(fd);
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            Err(e) => {
+                debug!("accepted connection gone before routing: {e}");
+                return;
+            }
+        };
+        let fd = OwnedFd::from(stream);
+        let accepted_ns = now_ns();
+        if self.config.plan.routes_at_accept() {
+            let hash = route::key_hash(Key::Addr(fold_addr(peer.ip())));
+            let h = self.handoff(fd, listener, peer, accepted_ns, hash);
+            self.route(h);
+            return;
+        }
+        let deadline = Instant::now() + self.config.peek_timeout;
+        let key = self.conns.insert(fd, listener, peer, accepted_ns, deadline);
+        self.peek(key);
+    }
+
+    fn handoff(
+        &mut self,
+        fd: OwnedFd,
+        listener: u16,
+        peer: SocketAddr,
+        accepted_ns: u64,
+        key_hash: u64,
+    ) -> Handoff {
+        self.next_seq += 1;
+        Handoff {
+            fd,
+            rec: ConnRecord {
+                seq: self.next_seq,
+                key_hash,
+                accepted_ns,
+                peer,
+                listener,
+                proxy_len: 0,
+            },
+            exclude: None,
+        }
+    }
+
+    /// Arms or cancels the listeners' accepts: accept only while some worker can take a
+    /// connection, so that nothing is accepted that cannot go somewhere.
+    fn update_accepting(&mut self) {
+        let accepting = self.shutdown.is_none() && !self.live.is_empty();
+        let now = Instant::now();
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            let Some(socket) = &listener.socket else {
+                continue;
+            };
+            match listener.accept {
+                None if accepting && listener.rearm_at.is_none_or(|at| at <= now) => {
+                    listener.rearm_at = None;
+                    listener.accept = Some(
+                        self.ring
+                            .accept_multi(socket.as_fd(), Token::Accept(i as u32).encode()),
+                    );
+                }
+                Some(op) if !accepting && !listener.cancelling => {
+                    listener.cancelling = true;
+                    self.ring.cancel(op, Token::Housekeeping.encode());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ---- peeking ---------------------------------------------------------------------------
+
+    fn peek(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut buf = self
+            .buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.config.max_peek));
+        buf.clear();
+        let op = self.ring.recv(
+            conn.fd.as_fd(),
+            buf,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            Token::Conn(key as u32).encode(),
+        );
+        conn.op = Some(op);
+        conn.polling = false;
+    }
+
+    /// Sleeps until more bytes than `peeked` arrive or the client hangs up: TCP poll honours
+    /// `SO_RCVLOWAT`, and a FIN wakes it whatever the low-water mark says.
+    fn wait_for_more(&mut self, key: usize, peeked: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let want = u32::try_from(peeked + 1).unwrap_or(u32::MAX);
+        if want != conn.lowat {
+            if let Err(e) = sys::set_rcvlowat(conn.fd.as_fd(), want) {
+                debug!("SO_RCVLOWAT on a pending connection failed: {e}");
+                self.close_conn(key);
+                return;
+            }
+            conn.lowat = want;
+        }
+        let op = self.ring.poll(
+            conn.fd.as_fd(),
+            (libc::POLLIN | libc::POLLRDHUP) as u32,
+            Token::Conn(key as u32).encode(),
+        );
+        conn.op = Some(op);
+        conn.polling = true;
+        self.conns.time(key);
+    }
+
+    fn on_peek(&mut self, key: usize, buf: Vec<u8>, result: io::Result<usize>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.buffers.push(buf);
+            return;
+        };
+        conn.op = None;
+        let (expired, hup, peer) = (conn.expired, conn.hup, conn.peer);
+        let outcome = match result {
+            Ok(0) => None, // the client closed without sending anything
+            Ok(n) => {
+                let limit = n >= self.config.max_peek;
+                let fin = expired || hup || limit;
+                let decision = self.config.plan.decide(&buf, peer.ip(), fin);
+                Some((decision, expired || limit, n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if hup {
+                    None
+                } else if expired {
+                    let d = self.config.plan.decide(&[], peer.ip(), true);
+                    Some((d, true, 0))
+                } else {
+                    Some((Decision::NeedMore, false, 0))
+                }
+            }
+            Err(e) => {
+                debug!("peek from {peer} failed: {e}");
+                None
+            }
+        };
+        self.buffers.push(buf);
+        match outcome {
+            None => self.close_conn(key),
+            Some((Decision::NeedMore, _, n)) => self.wait_for_more(key, n),
+            Some((Decision::Route { fallback, .. }, gave_up, _))
+                if fallback && gave_up && self.config.on_timeout == OnTimeout::Close =>
+            {
+                debug!("no key from {peer} by the deadline or the peek limit: closed");
+                self.close_conn(key);
+            }
+            Some((Decision::Route { hash, .. }, _, _)) => self.route_conn(key, hash),
+        }
+    }
+
+    fn on_poll(&mut self, key: usize, result: io::Result<u32>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.op = None;
+        conn.polling = false;
+        match result {
+            Ok(revents) => {
+                if revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32 != 0 {
+                    conn.hup = true;
+                }
+                self.peek(key);
+            }
+            // Cancelled at the deadline: one last peek decides.
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => self.peek(key),
+            Err(e) => {
+                debug!("poll on a pending connection failed: {e}");
+                self.close_conn(key);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, key: usize) {
+        if let Some(conn) = self.conns.remove(key) {
+            self.ring.close(conn.fd, Token::Housekeeping.encode());
+        }
+    }
+
+    /// A pending connection's key is known: restore the kernel's default low-water mark (the
+    /// worker reads normally) and route it.
+    fn route_conn(&mut self, key: usize, hash: u64) {
+        let Some(conn) = self.conns.remove(key) else {
+            return;
+        };
+        if conn.lowat != 1 {
+            if let Err(e) = sys::set_rcvlowat(conn.fd.as_fd(), 1) {
+                debug!("resetting SO_RCVLOWAT failed: {e}");
+                self.ring.close(conn.fd, Token::Housekeeping.encode());
+                return;
+            }
+        }
+        let h = self.handoff(conn.fd, conn.listener, conn.peer, conn.accepted_ns, hash);
+        self.route(h);
+    }
+
+    // ---- routing and hand-off --------------------------------------------------------------
+
+    /// Puts a connection in the outbox of the live worker its key ranks highest for.
+    fn route(&mut self, h: Handoff) {
+        let exclude = h.exclude;
+        let candidates = self.live.iter().copied().filter(|&w| Some(w) != exclude);
+        match route::pick(h.rec.key_hash, candidates) {
+            Some(w) => self.slots[w as usize].outbox.push_back(h),
+            None if self.live.is_empty() && self.shutdown.is_none() => self.parked.push(h),
+            None => {
+                warn!(
+                    "no worker can take the connection from {}: closed",
+                    h.rec.peer
+                );
+                self.ring.close(h.fd, Token::Housekeeping.encode());
+            }
+        }
+    }
+
+    /// Starts a send on every idle channel that has something to say.
+    fn flush(&mut self) {
+        let routing_done = self.conns.is_empty() && self.parked.is_empty();
+        let mut drained = false;
+        for slot in &mut self.slots {
+            if slot.sending.is_some() || slot.eof {
+                continue;
+            }
+            let Some(channel) = &slot.channel else {
+                continue;
+            };
+            let mut data = std::mem::take(&mut slot.scratch);
+            data.clear();
+            let sending = if let Some(reason) = slot.refusal.take() {
+                wire::encode_refused(&reason, &mut data);
+                Sending::Refused
+            } else if slot.welcome_due {
+                slot.welcome_due = false;
+                let welcome = Welcome {
+                    worker_id: slot.id,
+                    workers: self.config.workers,
+                    listeners: self.listeners.iter().map(|l| l.name.clone()).collect(),
+                };
+                wire::encode_welcome(&welcome, &mut data);
+                Sending::Welcome
+            } else if slot.phase == Phase::Live && !slot.outbox.is_empty() {
+                let n = slot.outbox.len().min(wire::MAX_CONNS);
+                let batch: Vec<Handoff> = slot.outbox.drain(..n).collect();
+                let records: Vec<ConnRecord> = batch.iter().map(|h| h.rec).collect();
+                wire::encode_conns(&records, &mut data);
+                let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|h| h.fd.as_fd()).collect();
+                let msg = OutMsg::new(data, &fds);
+                self.ring
+                    .send_msg(channel.as_fd(), msg, Token::ChannelSend(slot.id).encode());
+                slot.sending = Some(Sending::Conns(batch));
+                continue;
+            } else if slot.drain == Drain::Wanted
+                && routing_done
+                && slot.outbox.is_empty()
+                && slot.phase != Phase::Gone
+            {
+                slot.drain = Drain::Sent;
+                drained = true;
+                wire::encode_drain(&mut data);
+                Sending::Drain
+            } else {
+                slot.scratch = data;
+                continue;
+            };
+            let msg = OutMsg::new(data, &[]);
+            self.ring
+                .send_msg(channel.as_fd(), msg, Token::ChannelSend(slot.id).encode());
+            slot.sending = Some(sending);
+        }
+        if drained {
+            // A drained worker takes no more connections.
+            self.update_live();
+        }
+    }
+
+    fn on_channel_sent(&mut self, w: u32, msg: OutMsg, result: io::Result<usize>) {
+        let slot = &mut self.slots[w as usize];
+        slot.scratch = msg.into_data();
+        let sending = slot.sending.take();
+        match (sending, result) {
+            (Some(Sending::Conns(batch)), Ok(_)) => slot.unacked.push_back(batch),
+            (Some(Sending::Drain), Ok(_)) => {
+                if let Some(channel) = &slot.channel {
+                    if let Err(e) = sys::shutdown_write(channel.as_fd()) {
+                        debug!("worker {w}: shutting the channel's sending side failed: {e}");
+                    }
+                }
+                debug!("worker {w}: drain sent");
+            }
+            (Some(Sending::Refused), _) => {
+                // The worker reads REFUSED even after we close; it then exits.
+                slot.eof = true;
+                self.gone(w, "refused");
+            }
+            (Some(Sending::Welcome), Ok(_)) | (None, Ok(_)) => {}
+            (sending, Err(e)) => {
+                if let Some(Sending::Conns(batch)) = sending {
+                    for h in batch.into_iter().rev() {
+                        slot.outbox.push_front(h);
+                    }
+                }
+                self.gone(w, &format!("channel send failed: {e}"));
+            }
+        }
+        self.retire_if_done(w);
+    }
+
+    fn on_channel_recv(&mut self, w: u32, mut msg: InMsg, result: io::Result<usize>) {
+        match result {
+            Ok(0) => {
+                self.slots[w as usize].eof = true;
+                self.gone(w, "closed its channel");
+            }
+            Ok(_) if msg.truncated() => self.violation(w, "sent an oversized message"),
+            Ok(_) => match wire::decode(msg.data()) {
+                Ok(Message::Hello(hello)) => self.on_hello(w, hello),
+                Ok(Message::Ack(seqs)) => {
+                    let seqs: Vec<u64> = seqs.iter().collect();
+                    self.on_ack(w, &seqs);
+                }
+                Ok(other) => self.violation(w, &format!("sent a master's message: {other:?}")),
+                Err(e) => self.violation(w, &format!("sent a malformed message: {e}")),
+            },
+            // The worker has gone; what it sent before is still queued: read to the end.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) => {}
+            Err(e) => {
+                self.slots[w as usize].eof = true;
+                self.gone(w, &format!("channel receive failed: {e}"));
+            }
+        }
+        let slot = &mut self.slots[w as usize];
+        msg.reset();
+        slot.inbox = Some(msg);
+        if !slot.eof {
+            arm_recv(&mut self.ring, slot);
+        }
+        self.retire_if_done(w);
+    }
+
+    fn on_hello(&mut self, w: u32, hello: wire::Hello) {
+        let slot = &mut self.slots[w as usize];
+        if slot.phase != Phase::Starting {
+            self.violation(w, "said HELLO twice");
+            return;
+        }
+        if hello.worker_id != w {
+            warn!(
+                "worker {w} (pid {}) says it is worker {}: refused",
+                hello.pid, hello.worker_id
+            );
+            slot.refusal = Some(format!(
+                "worker id {} does not match the slot {w} (STICKYD_WORKER_ID)",
+                hello.worker_id
+            ));
+            slot.phase = Phase::Gone;
+            return;
+        }
+        slot.phase = Phase::Live;
+        slot.welcome_due = true;
+        if self.shutdown.is_some() {
+            slot.drain = Drain::Wanted;
+        }
+        info!("worker {w} ready (pid {})", hello.pid);
+        self.update_live();
+    }
+
+    fn on_ack(&mut self, w: u32, seqs: &[u64]) {
+        let Some(batch) = self.slots[w as usize].unacked.pop_front() else {
+            self.violation(w, "acknowledged a message never sent");
+            return;
+        };
+        if seqs.iter().any(|s| !batch.iter().any(|h| h.rec.seq == *s)) {
+            self.violation(w, "acknowledged a connection it was not sent");
+        }
+        let mut returned = 0;
+        for mut h in batch {
+            if seqs.contains(&h.rec.seq) {
+                // The worker has its own copy now.
+                self.ring.close(h.fd, Token::Housekeeping.encode());
+            } else {
+                returned += 1;
+                h.exclude = Some(w);
+                self.route(h);
+            }
+        }
+        if returned > 0 {
+            warn!("worker {w} returned {returned} connections (its fd limit?): sent elsewhere");
+        }
+    }
+
+    /// A worker broke the protocol: it gets nothing more, and is killed so that its channel
+    /// ends and what it left unacknowledged goes elsewhere.
+    fn violation(&mut self, w: u32, what: &str) {
+        let slot = &mut self.slots[w as usize];
+        error!("worker {w} {what}: killing it");
+        if let Some(pid) = slot.pid {
+            if let Err(e) = sys::kill(pid, libc::SIGKILL) {
+                warn!("worker {w}: kill failed: {e}");
+            }
+        }
+        self.gone(w, "protocol violation");
+    }
+
+    /// The worker of slot `w` can no longer take connections.
+    fn gone(&mut self, w: u32, why: &str) {
+        let slot = &mut self.slots[w as usize];
+        if slot.phase != Phase::Gone {
+            slot.phase = Phase::Gone;
+            if self.shutdown.is_none() {
+                warn!("worker {w} gone: {why}");
+            } else {
+                debug!("worker {w} gone: {why}");
+            }
+            self.update_live();
+        }
+    }
+
+    /// Once a gone worker's channel has been read to its end and no send is in flight, its
+    /// unacknowledged connections (never touched) go to the next worker by rank.
+    fn retire_if_done(&mut self, w: u32) {
+        let slot = &mut self.slots[w as usize];
+        if slot.phase != Phase::Gone || !slot.eof || slot.sending.is_some() {
+            return;
+        }
+        if slot.channel.is_none() {
+            return;
+        }
+        slot.channel = None;
+        let orphans = slot.take_unacked();
+        if !orphans.is_empty() {
+            warn!(
+                "worker {w} left {} connections unacknowledged: dispatching them again",
+                orphans.len()
+            );
+        }
+        for h in orphans {
+            self.route(h);
+        }
+    }
+
+    fn update_live(&mut self) {
+        self.live.clear();
+        self.live.extend(
+            self.slots
+                .iter()
+                .filter(|s| s.phase == Phase::Live && s.drain != Drain::Sent)
+                .map(|s| s.id),
+        );
+        if !self.live.is_empty() && !self.parked.is_empty() {
+            for h in std::mem::take(&mut self.parked) {
+                self.route(h);
+            }
+        }
+    }
+
+    /// Bookkeeping after any completion: is every worker gone, should accept run.
+    fn after_change(&mut self) -> Result<(), Error> {
+        if self.shutdown.is_none()
+            && self
+                .slots
+                .iter()
+                .all(|s| s.phase == Phase::Gone && s.exited())
+        {
+            return Err(Error::NoWorkers);
+        }
+        self.update_accepting();
+        Ok(())
+    }
+
+    // ---- processes and signals -------------------------------------------------------------
+
+    fn on_exit(&mut self, w: u32, result: io::Result<u32>) {
+        if let Err(e) = result {
+            warn!("worker {w}: waiting for its exit failed: {e}");
+        }
+        let slot = &mut self.slots[w as usize];
+        let Some(pid) = slot.pid else {
+            return;
+        };
+        match sys::try_wait(pid) {
+            Ok(Some(status)) => {
+                let status = ExitStatus::from_raw(status);
+                slot.pid = None;
+                slot.pidfd = None;
+                if self.shutdown.is_none() || !status.success() {
+                    warn!("worker {w} (pid {pid}) exited: {status}");
+                } else {
+                    debug!("worker {w} (pid {pid}) exited: {status}");
+                }
+                self.gone(w, "exited");
+            }
+            Ok(None) => arm_exit(&mut self.ring, slot),
+            Err(e) => {
+                warn!("worker {w} (pid {pid}): waitpid failed: {e}");
+                slot.pid = None;
+                slot.pidfd = None;
+                self.gone(w, "lost");
+            }
+        }
+    }
+
+    fn on_signal(&mut self) {
+        loop {
+            match sys::read_signal(self.signals.as_fd()) {
+                Ok(Some(sig)) => self.on_shutdown_signal(sig),
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("reading the signal fd failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.ring.poll(
+            self.signals.as_fd(),
+            libc::POLLIN as u32,
+            Token::Signal.encode(),
+        );
+    }
+
+    fn on_shutdown_signal(&mut self, sig: i32) {
+        let name = if sig == libc::SIGINT {
+            "SIGINT"
+        } else {
+            "SIGTERM"
+        };
+        if self.shutdown.is_some() {
+            warn!("{name} again: killing the workers now");
+            self.signal_workers(libc::SIGKILL);
+            return;
+        }
+        info!(
+            "{name}: closing the listeners, draining {} workers (grace {:?})",
+            self.live.len(),
+            self.config.grace
+        );
+        self.shutdown = Some(Shutdown {
+            term_at: Instant::now() + self.config.grace,
+            kill_at: None,
+        });
+        for listener in &mut self.listeners {
+            match listener.accept {
+                Some(op) if !listener.cancelling => {
+                    listener.cancelling = true;
+                    self.ring.cancel(op, Token::Housekeeping.encode());
+                }
+                Some(_) => {}
+                None => listener.socket = None,
+            }
+        }
+        for slot in &mut self.slots {
+            if slot.phase != Phase::Gone {
+                slot.drain = Drain::Wanted;
+            }
+        }
+        for h in std::mem::take(&mut self.parked) {
+            self.route(h);
+        }
+    }
+
+    fn signal_workers(&mut self, sig: i32) {
+        for slot in &self.slots {
+            if let Some(pid) = slot.pid {
+                match sys::kill(pid, sig) {
+                    Ok(_) => {}
+                    Err(e) => warn!("worker {} (pid {pid}): kill failed: {e}", slot.id),
+                }
+            }
+        }
+    }
+
+    // ---- timers ----------------------------------------------------------------------------
+
+    fn next_timer(&self) -> Option<Instant> {
+        let listeners = self.listeners.iter().filter_map(|l| l.rearm_at);
+        let shutdown = self
+            .shutdown
+            .as_ref()
+            .map(|s| s.kill_at.unwrap_or(s.term_at));
+        listeners
+            .chain(shutdown)
+            .chain(self.conns.next_deadline())
+            .min()
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.clear();
+        self.conns.expire(now, &mut expired);
+        for &key in &expired {
+            if let Some(conn) = self.conns.get_mut(key) {
+                if let (true, Some(op)) = (conn.polling, conn.op) {
+                    self.ring.cancel(op, Token::Housekeeping.encode());
+                }
+            }
+        }
+        self.expired = expired;
+        self.update_accepting();
+        let Some(shutdown) = &mut self.shutdown else {
+            return;
+        };
+        match shutdown.kill_at {
+            None if now >= shutdown.term_at => {
+                shutdown.kill_at = Some(now + KILL_AFTER);
+                let left = self.slots.iter().filter(|s| !s.exited()).count();
+                if left > 0 {
+                    warn!("grace period over: SIGTERM to {left} workers");
+                    self.signal_workers(libc::SIGTERM);
+                }
+            }
+            Some(at) if now >= at => {
+                shutdown.kill_at = Some(now + KILL_AFTER);
+                let left = self.slots.iter().filter(|s| !s.exited()).count();
+                if left > 0 {
+                    warn!("SIGKILL to {left} workers still running");
+                    self.signal_workers(libc::SIGKILL);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn arm_recv(ring: &mut Ring, slot: &mut Slot) {
+    if let (Some(channel), Some(inbox)) = (&slot.channel, slot.inbox.take()) {
+        ring.recv_msg(channel.as_fd(), inbox, Token::ChannelRecv(slot.id).encode());
+    }
+}
+
+fn arm_exit(ring: &mut Ring, slot: &Slot) {
+    if let Some(pidfd) = &slot.pidfd {
+        ring.poll(
+            pidfd.as_fd(),
+            libc::POLLIN as u32,
+            Token::Exit(slot.id).encode(),
+        );
+    }
+}

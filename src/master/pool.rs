@@ -1,0 +1,116 @@
+//! The worker slots: each worker's channel, the connections routed to it and not yet sent, the
+//! messages sent and not yet acknowledged, and its process.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+
+use stickyd_ring::InMsg;
+use stickyd_worker::wire::{self, ConnRecord};
+
+/// A connection on its way to a worker. The master owns the fd until the worker acknowledges it.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub fd: OwnedFd,
+    pub rec: ConnRecord,
+    /// A worker this connection must not go to (it returned it).
+    pub exclude: Option<u32>,
+}
+
+/// Where a worker slot stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Spawned; no `HELLO` yet. Gets no connection.
+    Starting,
+    /// Said `HELLO` and was welcomed: connections are routed to it.
+    Live,
+    /// Refused, exited, or its channel failed or ended: no longer routed to. Its unacknowledged
+    /// connections are dispatched again once its channel has been read to the end.
+    Gone,
+}
+
+/// What the send in flight on a channel carries.
+#[derive(Debug)]
+pub(crate) enum Sending {
+    /// `WELCOME`.
+    Welcome,
+    /// `REFUSED`; the channel is closed once it is sent.
+    Refused,
+    /// `DRAIN`; the master shuts its sending side once it is sent.
+    Drain,
+    /// A `CONNS` message and the connections it carries, in record order.
+    Conns(Vec<Handoff>),
+}
+
+/// The shutdown's progress for one worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// Not asked to drain.
+    No,
+    /// To be sent `DRAIN` once nothing more can be routed to it.
+    Wanted,
+    /// `DRAIN` sent (or being sent).
+    Sent,
+}
+
+/// One worker slot, `0..N`.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub id: u32,
+    pub phase: Phase,
+    /// The worker's process, until it has been reaped.
+    pub pid: Option<u32>,
+    pub pidfd: Option<OwnedFd>,
+    /// The master's end of the channel, until the worker has been retired.
+    pub channel: Option<OwnedFd>,
+    /// The receive buffer, when no receive is in flight.
+    pub inbox: Option<InMsg>,
+    /// The channel has been read to its end (or has failed for good).
+    pub eof: bool,
+    pub sending: Option<Sending>,
+    /// A reusable buffer for the next message to send.
+    pub scratch: Vec<u8>,
+    /// Connections routed to this worker, not yet sent.
+    pub outbox: VecDeque<Handoff>,
+    /// `CONNS` messages sent and not yet acknowledged, oldest first.
+    pub unacked: VecDeque<Vec<Handoff>>,
+    /// A `REFUSED` to send instead of anything else.
+    pub refusal: Option<String>,
+    pub welcome_due: bool,
+    pub drain: Drain,
+}
+
+impl Slot {
+    pub fn new(id: u32, pid: u32, pidfd: OwnedFd, channel: OwnedFd) -> Slot {
+        Slot {
+            id,
+            phase: Phase::Starting,
+            pid: Some(pid),
+            pidfd: Some(pidfd),
+            channel: Some(channel),
+            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
+            eof: false,
+            sending: None,
+            scratch: Vec::with_capacity(wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN),
+            outbox: VecDeque::new(),
+            unacked: VecDeque::new(),
+            refusal: None,
+            welcome_due: false,
+            drain: Drain::No,
+        }
+    }
+
+    /// Whether the process has exited and been reaped.
+    pub fn exited(&self) -> bool {
+        self.pid.is_none()
+    }
+
+    /// Takes every connection this worker holds without acknowledgement, oldest first: the
+    /// worker has gone and never touched them. Only once the channel has been read to its end
+    /// and no send is in flight, so no acknowledged connection is ever taken.
+    pub fn take_unacked(&mut self) -> Vec<Handoff> {
+        debug_assert!(self.eof && self.sending.is_none());
+        let mut all: Vec<Handoff> = self.unacked.drain(..).flatten().collect();
+        all.extend(self.outbox.drain(..));
+        all
+    }
+}

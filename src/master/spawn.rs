@@ -1,0 +1,67 @@
+//! Starting worker processes: one channel end inherited, their own process group, a
+//! parent-death signal, and a clean environment.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use stickyd_ring::sys;
+
+use crate::config::WorkerCommand;
+
+/// The environment variable that switches the `stickyd` executable into its built-in worker.
+pub const BUILTIN_WORKER_ENV: &str = "STICKYD_BUILTIN_WORKER";
+
+/// Variables a worker must not see: they are addressed to the master.
+const MASTER_ONLY_ENV: [&str; 4] = [
+    "NOTIFY_SOCKET",
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+];
+
+/// A started worker: its pid, the pidfd that becomes readable when it exits, and the master's
+/// end of its channel.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    pub channel: OwnedFd,
+}
+
+/// Starts the worker of slot `id`: `command`, or the built-in hello worker (this executable,
+/// through `/proc/self/exe`, so a master never mixes binaries).
+pub(crate) fn spawn(id: u32, command: Option<&WorkerCommand>) -> io::Result<Spawned> {
+    let (master_end, worker_end) = sys::seqpacket_pair()?;
+    let mut cmd = match command {
+        Some(c) => {
+            let mut cmd = Command::new(&c.program);
+            cmd.args(&c.args);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg0(format!("stickyd-worker-{id}"))
+                .env(BUILTIN_WORKER_ENV, "hello");
+            cmd
+        }
+    };
+    for var in MASTER_ONLY_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env("STICKYD_WORKER_ID", id.to_string())
+        .env("STICKYD_FD", worker_end.as_raw_fd().to_string())
+        .stdin(Stdio::null());
+    sys::prepare_worker_command(&mut cmd, worker_end.as_fd());
+    let child = cmd.spawn()?;
+    drop(worker_end);
+    let pid = child.id();
+    // The pid stays ours (a zombie at worst) until we reap it, so the pidfd names this child.
+    let pidfd = sys::pidfd_open(pid)?;
+    Ok(Spawned {
+        pid,
+        pidfd,
+        channel: master_end,
+    })
+}

@@ -1,0 +1,74 @@
+//! Completion tokens: which part of the master an io_uring completion belongs to.
+
+/// What an operation was submitted for, packed into the ring's 64-bit user token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Token {
+    /// The multishot accept of listener `n`.
+    Accept(u32),
+    /// The peek or poll of pending connection `n` (its slab key).
+    Conn(u32),
+    /// The receive armed on worker `n`'s channel.
+    ChannelRecv(u32),
+    /// The send in flight on worker `n`'s channel.
+    ChannelSend(u32),
+    /// Worker `n`'s pidfd became readable: the process exited.
+    Exit(u32),
+    /// The signalfd became readable.
+    Signal,
+    /// A close or cancel whose completion only matters when it failed.
+    Housekeeping,
+}
+
+const SHIFT: u32 = 56;
+
+impl Token {
+    /// Packs the token: the kind in the top byte, the index below.
+    pub(crate) fn encode(self) -> u64 {
+        let (kind, index) = match self {
+            Token::Accept(n) => (1, n),
+            Token::Conn(n) => (2, n),
+            Token::ChannelRecv(n) => (3, n),
+            Token::ChannelSend(n) => (4, n),
+            Token::Exit(n) => (5, n),
+            Token::Signal => (6, 0),
+            Token::Housekeeping => (7, 0),
+        };
+        (kind << SHIFT) | u64::from(index)
+    }
+
+    /// Unpacks a token made by [`Token::encode`].
+    pub(crate) fn decode(raw: u64) -> Option<Token> {
+        let index = u32::try_from(raw & ((1 << SHIFT) - 1)).ok()?;
+        Some(match raw >> SHIFT {
+            1 => Token::Accept(index),
+            2 => Token::Conn(index),
+            3 => Token::ChannelRecv(index),
+            4 => Token::ChannelSend(index),
+            5 => Token::Exit(index),
+            6 => Token::Signal,
+            7 => Token::Housekeeping,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Token;
+
+    #[test]
+    fn round_trip() {
+        for t in [
+            Token::Accept(0),
+            Token::Conn(u32::MAX),
+            Token::ChannelRecv(7),
+            Token::ChannelSend(4095),
+            Token::Exit(1),
+            Token::Signal,
+            Token::Housekeeping,
+        ] {
+            assert_eq!(Token::decode(t.encode()), Some(t));
+        }
+        assert_eq!(Token::decode(0), None);
+    }
+}

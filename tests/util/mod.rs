@@ -1,0 +1,424 @@
+//! Helpers shared by the integration tests: start the real `stickyd` binary on port 0, read its
+//! log, talk HTTP to it from chosen loopback source addresses, and look at its processes.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Generous: the machine has 2 cores and tests run in parallel.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `stickyd` binary cargo built for these tests.
+pub fn stickyd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stickyd"))
+}
+
+/// The SDK's example worker (built by `cargo build --workspace --examples`).
+pub fn hello_worker_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/examples/hello_worker
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target profile dir");
+    let path = profile_dir.join("examples").join("hello_worker");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins --examples` first",
+        path.display()
+    );
+    path
+}
+
+/// A running `stickyd` master. Killed (with its workers, by their parent-death signal) on drop.
+pub struct Stickyd {
+    child: Option<Child>,
+    pub pid: u32,
+    /// The listeners, in command-line order: (name, address).
+    pub listeners: Vec<(String, SocketAddr)>,
+    log: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+}
+
+impl Stickyd {
+    /// Starts `stickyd ARGS` and waits for its `listening on` lines (one per `--listen`, or one
+    /// when there is none).
+    pub fn start(args: &[&str]) -> Stickyd {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Stickyd {
+        Self::spawn(args, env, None)
+    }
+
+    /// Starts stickyd with its file descriptor limit (soft and hard) set to `nofile`.
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Stickyd {
+        Self::spawn(args, &[], Some(nofile))
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Stickyd {
+        let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
+        let mut cmd = Command::new(stickyd_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env("RUST_LOG", "debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            let limit = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            let set_limit = move || -> std::io::Result<()> {
+                // SAFETY: setrlimit reads the rlimit the closure owns; it is async-signal-safe.
+                if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            };
+            // SAFETY: the closure only calls setrlimit, which is async-signal-safe, and
+            // allocates nothing on success.
+            unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, set_limit) };
+        }
+        let mut child = cmd.spawn().expect("start stickyd");
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[stickyd {pid}] {line}");
+                sink.lock().unwrap().push(line.clone());
+                if tx.send(line).is_err() {
+                    // Nobody waits for lines any more; keep draining stderr.
+                }
+            }
+        });
+        let mut s = Stickyd {
+            child: Some(child),
+            pid,
+            listeners: Vec::new(),
+            log,
+            lines: rx,
+        };
+        while s.listeners.len() < expected {
+            let line = s.next_line(TIMEOUT).unwrap_or_else(|| {
+                panic!("stickyd printed no `listening on` line; log: {:?}", s.log())
+            });
+            if let Some(rest) = line.strip_prefix("stickyd: listening on ") {
+                let (addr, name) = rest.split_once(' ').expect("listening line shape");
+                let name = name.trim_start_matches('(').trim_end_matches(')');
+                s.listeners
+                    .push((name.to_owned(), addr.parse().expect("listen address")));
+            }
+        }
+        s
+    }
+
+    /// Starts stickyd and waits until `workers` workers said HELLO.
+    pub fn start_ready(args: &[&str], workers: usize) -> Stickyd {
+        let s = Self::start(args);
+        s.wait_ready(workers);
+        s
+    }
+
+    /// The first listener's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.listeners[0].1
+    }
+
+    fn next_line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains `needle`; returns it.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().into_iter().find(|l| l.contains(needle)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {timeout:?}; log: {:#?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `n` workers are ready.
+    pub fn wait_ready(&self, n: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let ready = self
+                .log()
+                .iter()
+                .filter(|l| l.contains(" ready (pid "))
+                .count();
+            if ready >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {ready} of {n} workers ready; log: {:#?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with a pid we started and still own (not yet reaped); no memory
+        // is involved.
+        let rc = unsafe { libc::kill(self.pid as i32, sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", self.pid);
+    }
+
+    /// Waits for the master to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stickyd did not exit within {timeout:?}; log: {:#?}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master's worker processes (its children).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        children_of(self.pid)
+    }
+
+    /// The master's CPU time (user + system), from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid)
+    }
+
+    /// Open file descriptors of the master.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Stickyd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let workers = children_of(child.id());
+            let _ = child.kill();
+            let _ = child.wait();
+            for pid in workers {
+                // SAFETY: kill(2) on a pid; at worst it names a process that already exited.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// Processes whose parent is `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some(stat) = proc_stat(child) {
+            if stat.ppid == pid {
+                out.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Whether `pid` names a live process (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    proc_stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+struct Stat {
+    state: char,
+    ppid: u32,
+    utime: u64,
+    stime: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        utime: fields.get(11)?.parse().ok()?,
+        stime: fields.get(12)?.parse().ok()?,
+    })
+}
+
+/// CPU time (user + system) of a process.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = proc_stat(pid).expect("process stat");
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis((stat.utime + stat.stime) * 1000 / hz)
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// The `X-Worker` header, as a number.
+    pub fn worker(&self) -> u32 {
+        self.header("x-worker")
+            .unwrap_or_else(|| panic!("no X-Worker in {self:?}"))
+            .parse()
+            .expect("X-Worker number")
+    }
+}
+
+/// Connects to `addr`, from `source` when given (any 127.0.0.0/8 address works on loopback).
+pub fn connect(addr: SocketAddr, source: Option<IpAddr>) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .expect("socket");
+    if let Some(ip) = source {
+        socket
+            .bind(&SocketAddr::new(ip, 0).into())
+            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+    }
+    socket
+        .connect_timeout(&addr.into(), TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    stream.set_write_timeout(Some(TIMEOUT)).expect("timeout");
+    stream
+}
+
+/// The loopback address 127.0.0.`n`.
+pub fn lo(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A GET request with extra header lines (each without CRLF).
+pub fn request(path: &str, headers: &[&str]) -> String {
+    let mut r = format!("GET {path} HTTP/1.1\r\nHost: test\r\n");
+    for h in headers {
+        r.push_str(h);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r
+}
+
+/// Reads one response (headers and a Content-Length body) from a stream.
+pub fn read_response(stream: &mut TcpStream) -> Response {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(0) => panic!(
+                "connection closed mid-response: {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+            Ok(_) => buf.push(byte[0]),
+            Err(e) => panic!(
+                "reading the response: {e}; got {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: HashMap<String, String> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).expect("response body");
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// One request on a new connection from `source`.
+pub fn get(addr: SocketAddr, source: Option<IpAddr>, path: &str, headers: &[&str]) -> Response {
+    let mut stream = connect(addr, source);
+    stream
+        .write_all(request(path, headers).as_bytes())
+        .expect("send request");
+    read_response(&mut stream)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -106,7 +106,10 @@ impl fmt::Display for ValueError {
 
 impl std::error::Error for ValueError {}
 
-/// Parses a duration: an integer and a unit, `250ms`, `5s`, `1m` (also `us`, `h`).
+/// The longest duration any setting takes.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses a duration: an integer and a unit, `250ms`, `5s`, `1m` (also `us`, `h`), at most 24h.
 pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let bad = || ValueError(format!("'{s}' is not a duration (e.g. 250ms, 5s, 1m)"));
     let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
@@ -120,6 +123,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
         "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
         _ => return Err(bad()),
     };
+    if d > MAX_DURATION {
+        return Err(ValueError(format!(
+            "'{s}' is longer than the most allowed, 24h"
+        )));
+    }
     Ok(d)
 }
 
@@ -149,6 +157,9 @@ mod tests {
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
+        assert!(parse_duration("25h").is_err());
+        assert!(parse_duration("9999999999999999999s").is_err());
         for bad in [
             "",
             "5",

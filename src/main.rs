@@ -30,7 +30,8 @@ fn main() -> ExitCode {
     match Dispatcher::new(*config).run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
+            // Not through the logger: a fatal error is printed whatever RUST_LOG says.
+            eprintln!("stickyd: error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -210,3 +210,85 @@ fn a_master_with_no_live_worker_accepts_nothing_yet() {
     );
     drop(clients);
 }
+
+#[test]
+fn workers_start_with_no_signal_blocked_and_get_sigterm_after_the_grace_period() {
+    // The master blocks SIGTERM and SIGINT for its signalfd; its workers must not inherit that.
+    // This worker never says HELLO and exits 0 on SIGTERM: the grace period's SIGTERM ends it,
+    // no SIGKILL is needed.
+    let mut s = Stickyd::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--grace",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.05; done",
+    ]);
+    s.wait_log("started 1 workers", TIMEOUT);
+    let pid = s.worker_pids()[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(str::trim)
+        .unwrap();
+    assert_eq!(
+        u64::from_str_radix(blocked, 16).unwrap(),
+        0,
+        "SigBlk: {blocked}"
+    );
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    let log = s.log();
+    assert!(
+        log.iter().any(|l| l.contains("exited: exit status: 0")),
+        "the worker did not exit by its SIGTERM trap: {log:#?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("SIGKILL")), "{log:#?}");
+}
+
+#[test]
+fn no_busy_waiting_while_accept_backs_off_at_the_fd_limit() {
+    let mut s = Stickyd::start_with_nofile(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--key",
+            "header:x-session",
+            "--peek-timeout",
+            "3s",
+            "--grace",
+            "1s",
+        ],
+        32,
+    );
+    s.wait_ready(1);
+    // Idle clients hold the master's fds until accept fails with EMFILE.
+    let clients: Vec<_> = (0..40).map(|_| connect(s.addr(), Some(lo(160)))).collect();
+    s.wait_log("Too many open files", TIMEOUT);
+    let window = Duration::from_millis(1000);
+    let before = s.cpu_time();
+    std::thread::sleep(window);
+    let used = s.cpu_time().saturating_sub(before);
+    assert!(
+        used < window / 4,
+        "{used:?} of CPU in {window:?} while backing off"
+    );
+    // And while shutting down with a back-off pending.
+    s.signal(libc::SIGTERM);
+    let before = s.cpu_time();
+    std::thread::sleep(window);
+    let used = s.cpu_time().saturating_sub(before);
+    assert!(
+        used < window / 4,
+        "{used:?} of CPU in {window:?} while draining"
+    );
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    drop(clients);
+}

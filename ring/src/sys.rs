@@ -231,7 +231,9 @@ pub fn close_on_exec_from(first: u32) -> io::Result<()> {
 
 /// Prepares `cmd` for a worker child.
 ///
-/// In the child, between fork and exec (async-signal-safe calls only): clears FD_CLOEXEC on
+/// In the child, between fork and exec (async-signal-safe calls only): unblocks every signal
+/// (the master blocks the ones it reads from a signalfd, and `Command` keeps the mask); clears
+/// FD_CLOEXEC on
 /// `inherit`, so the child gets exactly that one extra fd provided every other fd of the
 /// process is close-on-exec; sets PR_SET_PDEATHSIG to SIGKILL; then checks getppid() against
 /// the pid captured here, and if the parent has already died, fails the exec so `spawn`
@@ -249,6 +251,18 @@ pub fn prepare_worker_command(cmd: &mut Command, inherit: BorrowedFd<'_>) {
         let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
         // SAFETY: fcntl on an fd number with F_SETFD and an int touches no memory.
         cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
+        // The master blocks the signals it reads from a signalfd; a blocked mask survives
+        // exec, and a worker must get SIGTERM.
+        // SAFETY: `set` is a local sigset_t that sigemptyset initialises before
+        // pthread_sigmask reads it; both are async-signal-safe.
+        unsafe {
+            let mut set: libc::sigset_t = mem::zeroed();
+            libc::sigemptyset(&mut set);
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+        }
         let sigkill = libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9);
         // SAFETY: PR_SET_PDEATHSIG takes a signal number and ignores the other arguments.
         cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sigkill, 0, 0, 0) })?;
@@ -260,7 +274,7 @@ pub fn prepare_worker_command(cmd: &mut Command, inherit: BorrowedFd<'_>) {
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe calls (fcntl, prctl, getppid); it allocates nothing (errors are built
+    // async-signal-safe calls (sigemptyset, pthread_sigmask, fcntl, prctl, getppid); it allocates nothing (errors are built
     // from errno values, which does not allocate) and touches no lock.
     unsafe { cmd.pre_exec(child_setup) };
 }

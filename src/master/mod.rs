@@ -35,6 +35,9 @@ const RING_ENTRIES: u32 = 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long after the grace period's SIGTERM the workers left get SIGKILL.
 const KILL_AFTER: Duration = Duration::from_secs(2);
+/// How long a channel waits before it sends again after the kernel ran short (`ENOBUFS`,
+/// `ETOOMANYREFS`, ...).
+const SEND_BACKOFF: Duration = Duration::from_millis(20);
 /// The listen backlog, where clients wait while no worker can take them.
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -83,7 +86,9 @@ struct Listener {
 #[derive(Debug)]
 struct Shutdown {
     /// When the workers left get SIGTERM.
-    term_at: Instant,
+    /// Set once nothing more can be routed (every accepted connection has been handed off and
+    /// the workers told to drain): the grace period counts from then.
+    term_at: Option<Instant>,
     /// When the workers left get SIGKILL.
     kill_at: Option<Instant>,
 }
@@ -291,6 +296,7 @@ impl Master {
             if closing {
                 // The listener closes: clients still in its backlog are reset.
                 listener.socket = None;
+                listener.rearm_at = None;
             }
         }
         match fd {
@@ -335,7 +341,7 @@ impl Master {
             self.route(h);
             return;
         }
-        let deadline = Instant::now() + self.config.peek_timeout;
+        let deadline = Instant::now() + self.config.peek_timeout; // bounded by the CLI
         let key = self.conns.insert(fd, listener, peer, accepted_ns, deadline);
         self.peek(key);
     }
@@ -372,6 +378,10 @@ impl Master {
             let Some(socket) = &listener.socket else {
                 continue;
             };
+            if !accepting {
+                // A back-off pending from an accept error is moot while nothing is accepted.
+                listener.rearm_at = None;
+            }
             match listener.accept {
                 None if accepting && listener.rearm_at.is_none_or(|at| at <= now) => {
                     listener.rearm_at = None;
@@ -545,12 +555,18 @@ impl Master {
 
     /// Starts a send on every idle channel that has something to say.
     fn flush(&mut self) {
-        let routing_done = self.conns.is_empty() && self.parked.is_empty();
+        // Nothing more can reach a worker once no accept is armed, no connection is being
+        // peeked at and none waits for a live worker: only then may DRAIN go out.
+        let routing_done = self.conns.is_empty()
+            && self.parked.is_empty()
+            && self.listeners.iter().all(|l| l.accept.is_none());
         let mut drained = false;
+        let now = Instant::now();
         for slot in &mut self.slots {
-            if slot.sending.is_some() || slot.eof {
+            if slot.sending.is_some() || slot.eof || slot.retry_at.is_some_and(|at| at > now) {
                 continue;
             }
+            slot.retry_at = None;
             let Some(channel) = &slot.channel else {
                 continue;
             };
@@ -582,7 +598,7 @@ impl Master {
             } else if slot.drain == Drain::Wanted
                 && routing_done
                 && slot.outbox.is_empty()
-                && slot.phase != Phase::Gone
+                && slot.phase == Phase::Live
             {
                 slot.drain = Drain::Sent;
                 drained = true;
@@ -601,15 +617,26 @@ impl Master {
             // A drained worker takes no more connections.
             self.update_live();
         }
+        if let Some(shutdown) = &mut self.shutdown {
+            if routing_done && shutdown.term_at.is_none() {
+                shutdown.term_at = Some(now + self.config.grace);
+            }
+        }
     }
 
     fn on_channel_sent(&mut self, w: u32, msg: OutMsg, result: io::Result<usize>) {
         let slot = &mut self.slots[w as usize];
         slot.scratch = msg.into_data();
         let sending = slot.sending.take();
-        match (sending, result) {
-            (Some(Sending::Conns(batch)), Ok(_)) => slot.unacked.push_back(batch),
-            (Some(Sending::Drain), Ok(_)) => {
+        let error = match result {
+            Ok(_) => None,
+            // Delivered: the worker has already acknowledged it.
+            Err(_) if matches!(sending, Some(Sending::Acked)) => None,
+            Err(e) => Some(e),
+        };
+        match (sending, error) {
+            (Some(Sending::Conns(batch)), None) => slot.unacked.push_back(batch),
+            (Some(Sending::Drain), None) => {
                 if let Some(channel) = &slot.channel {
                     if let Err(e) = sys::shutdown_write(channel.as_fd()) {
                         debug!("worker {w}: shutting the channel's sending side failed: {e}");
@@ -622,14 +649,34 @@ impl Master {
                 slot.eof = true;
                 self.gone(w, "refused");
             }
-            (Some(Sending::Welcome), Ok(_)) | (None, Ok(_)) => {}
-            (sending, Err(e)) => {
-                if let Some(Sending::Conns(batch)) = sending {
-                    for h in batch.into_iter().rev() {
-                        slot.outbox.push_front(h);
+            (Some(Sending::Welcome | Sending::Acked) | None, None) => {}
+            (sending, Some(e)) => {
+                // Nothing of a failed send reached the worker: put it back.
+                match sending {
+                    Some(Sending::Conns(batch)) => {
+                        for h in batch.into_iter().rev() {
+                            slot.outbox.push_front(h);
+                        }
                     }
+                    Some(Sending::Welcome) => slot.welcome_due = true,
+                    Some(Sending::Drain) => slot.drain = Drain::Wanted,
+                    _ => {}
                 }
-                self.gone(w, &format!("channel send failed: {e}"));
+                let transient = matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOBUFS | libc::ENOMEM | libc::ETOOMANYREFS | libc::EAGAIN)
+                );
+                if transient {
+                    debug!("worker {w}: channel send failed ({e}): retrying");
+                    slot.retry_at = Some(Instant::now() + SEND_BACKOFF);
+                } else {
+                    // The channel is broken: make sure the worker is gone, so that its channel
+                    // ends and what it holds unacknowledged goes elsewhere.
+                    if let Some(pid) = slot.pid {
+                        let _ = sys::kill(pid, libc::SIGKILL);
+                    }
+                    self.gone(w, &format!("channel send failed: {e}"));
+                }
             }
         }
         self.retire_if_done(w);
@@ -669,9 +716,11 @@ impl Master {
 
     fn on_hello(&mut self, w: u32, hello: wire::Hello) {
         let slot = &mut self.slots[w as usize];
-        if slot.phase != Phase::Starting {
-            self.violation(w, "said HELLO twice");
-            return;
+        match slot.phase {
+            Phase::Starting => {}
+            Phase::Live => return self.violation(w, "said HELLO twice"),
+            // Exited (its pidfd came first) or refused meanwhile: nothing to welcome.
+            Phase::Gone => return,
         }
         if hello.worker_id != w {
             warn!(
@@ -695,12 +744,29 @@ impl Master {
     }
 
     fn on_ack(&mut self, w: u32, seqs: &[u64]) {
-        let Some(batch) = self.slots[w as usize].unacked.pop_front() else {
-            self.violation(w, "acknowledged a message never sent");
-            return;
+        let slot = &mut self.slots[w as usize];
+        // ACKs answer CONNS messages in order. The ACK of the message still being sent can
+        // arrive before the send's own completion.
+        let batch = match slot.unacked.pop_front() {
+            Some(batch) => batch,
+            None => match slot.sending.take() {
+                Some(Sending::Conns(batch)) => {
+                    slot.sending = Some(Sending::Acked);
+                    batch
+                }
+                other => {
+                    slot.sending = other;
+                    return self.violation(w, "acknowledged a message never sent");
+                }
+            },
         };
         if seqs.iter().any(|s| !batch.iter().any(|h| h.rec.seq == *s)) {
+            // What this worker holds is unknown now: none of it may go to another worker.
             self.violation(w, "acknowledged a connection it was not sent");
+            for h in batch {
+                self.ring.close(h.fd, Token::Housekeeping.encode());
+            }
+            return;
         }
         let mut returned = 0;
         for mut h in batch {
@@ -723,6 +789,7 @@ impl Master {
     fn violation(&mut self, w: u32, what: &str) {
         let slot = &mut self.slots[w as usize];
         error!("worker {w} {what}: killing it");
+        slot.violated = true;
         if let Some(pid) = slot.pid {
             if let Err(e) = sys::kill(pid, libc::SIGKILL) {
                 warn!("worker {w}: kill failed: {e}");
@@ -756,14 +823,26 @@ impl Master {
             return;
         }
         slot.channel = None;
-        let orphans = slot.take_unacked();
-        if !orphans.is_empty() {
+        let violated = slot.violated;
+        let (sent, unsent) = slot.take_unacked();
+        if violated && !sent.is_empty() {
+            warn!(
+                "worker {w} broke the protocol: closing the {} connections it was sent",
+                sent.len()
+            );
+            for h in sent {
+                self.ring.close(h.fd, Token::Housekeeping.encode());
+            }
+        } else if !sent.is_empty() {
             warn!(
                 "worker {w} left {} connections unacknowledged: dispatching them again",
-                orphans.len()
+                sent.len()
             );
+            for h in sent {
+                self.route(h);
+            }
         }
-        for h in orphans {
+        for h in unsent {
             self.route(h);
         }
     }
@@ -859,12 +938,14 @@ impl Master {
             return;
         }
         info!(
-            "{name}: closing the listeners, draining {} workers (grace {:?})",
+            "{name}: closing the listeners; routing {} pending connections, then draining {} \
+             workers (grace {:?})",
+            self.conns.len() + self.parked.len(),
             self.live.len(),
             self.config.grace
         );
         self.shutdown = Some(Shutdown {
-            term_at: Instant::now() + self.config.grace,
+            term_at: None,
             kill_at: None,
         });
         for listener in &mut self.listeners {
@@ -876,6 +957,7 @@ impl Master {
                 Some(_) => {}
                 None => listener.socket = None,
             }
+            listener.rearm_at = None;
         }
         for slot in &mut self.slots {
             if slot.phase != Phase::Gone {
@@ -902,11 +984,10 @@ impl Master {
 
     fn next_timer(&self) -> Option<Instant> {
         let listeners = self.listeners.iter().filter_map(|l| l.rearm_at);
-        let shutdown = self
-            .shutdown
-            .as_ref()
-            .map(|s| s.kill_at.unwrap_or(s.term_at));
+        let channels = self.slots.iter().filter_map(|s| s.retry_at);
+        let shutdown = self.shutdown.as_ref().and_then(|s| s.kill_at.or(s.term_at));
         listeners
+            .chain(channels)
             .chain(shutdown)
             .chain(self.conns.next_deadline())
             .min()
@@ -929,7 +1010,7 @@ impl Master {
             return;
         };
         match shutdown.kill_at {
-            None if now >= shutdown.term_at => {
+            None if shutdown.term_at.is_some_and(|at| now >= at) => {
                 shutdown.kill_at = Some(now + KILL_AFTER);
                 let left = self.slots.iter().filter(|s| !s.exited()).count();
                 if left > 0 {

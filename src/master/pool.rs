@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use stickyd_ring::InMsg;
 use stickyd_worker::wire::{self, ConnRecord};
@@ -39,6 +40,8 @@ pub(crate) enum Sending {
     Drain,
     /// A `CONNS` message and the connections it carries, in record order.
     Conns(Vec<Handoff>),
+    /// A `CONNS` message whose `ACK` arrived before the send's own completion.
+    Acked,
 }
 
 /// The shutdown's progress for one worker.
@@ -77,6 +80,11 @@ pub(crate) struct Slot {
     pub refusal: Option<String>,
     pub welcome_due: bool,
     pub drain: Drain,
+    /// After a send failed for want of kernel resources: no send before then.
+    pub retry_at: Option<Instant>,
+    /// The worker broke the protocol: what it was sent may be in use, so it is never
+    /// dispatched again.
+    pub violated: bool,
 }
 
 impl Slot {
@@ -96,6 +104,8 @@ impl Slot {
             refusal: None,
             welcome_due: false,
             drain: Drain::No,
+            retry_at: None,
+            violated: false,
         }
     }
 
@@ -104,13 +114,13 @@ impl Slot {
         self.pid.is_none()
     }
 
-    /// Takes every connection this worker holds without acknowledgement, oldest first: the
-    /// worker has gone and never touched them. Only once the channel has been read to its end
-    /// and no send is in flight, so no acknowledged connection is ever taken.
-    pub fn take_unacked(&mut self) -> Vec<Handoff> {
+    /// Takes the connections this worker was sent and never acknowledged, oldest first, and
+    /// those routed to it and never sent. Only once the channel has been read to its end and no
+    /// send is in flight, so that no acknowledged connection is ever taken.
+    pub fn take_unacked(&mut self) -> (Vec<Handoff>, Vec<Handoff>) {
         debug_assert!(self.eof && self.sending.is_none());
-        let mut all: Vec<Handoff> = self.unacked.drain(..).flatten().collect();
-        all.extend(self.outbox.drain(..));
-        all
+        let sent = self.unacked.drain(..).flatten().collect();
+        let unsent = self.outbox.drain(..).collect();
+        (sent, unsent)
     }
 }

@@ -31,6 +31,7 @@ pub mod decide;
 pub mod keys;
 pub mod logging;
 mod master;
+pub mod proxy;
 pub mod route;
 
 pub use config::Config;

@@ -7,6 +7,11 @@
 //! target feature has a different mapping by design, and says so in its start-up fingerprint.
 //! If one of these tests fails, the change breaks stickiness across an upgrade: keep the old
 //! behaviour, or make the break deliberate and say so in the release notes.
+//!
+//! Beside the pins, client-address keys must spread evenly (chi-square, p >= 0.001, over
+//! 100,000 keys for 2, 3, 4, 8, 16 and 64 workers), and removing a worker must move only its
+//! own keys, which come back when it does (the same properties over raw hashes are unit tests
+//! in `src/route/rendezvous.rs`).
 
 use stickyd::route::{pick, score};
 
@@ -127,4 +132,82 @@ mod fallback_path {
         assert_eq!(fingerprint(16), Fingerprint(0xb5f0_08b2_7b00_95db));
         assert_eq!(fingerprint(4).to_string(), "48ef89bac52d7656");
     }
+}
+
+/// Client-address keys as stickyd hashes them: 100,000 addresses of 10.0.0.0/8 and
+/// 2001:db8::/32.
+fn client_hashes() -> Vec<u64> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    use stickyd::keys::Key;
+    use stickyd::route::key_hash;
+
+    (0..100_000u32)
+        .map(|i| {
+            let ip = if i % 2 == 0 {
+                IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i / 2)))
+            } else {
+                IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(i)))
+            };
+            key_hash(Key::Addr(ip))
+        })
+        .collect()
+}
+
+#[test]
+fn client_addresses_spread_evenly() {
+    // Pearson's chi-square of the keys per worker stays below the 0.999 quantile of the
+    // chi-square distribution with workers - 1 degrees of freedom (p >= 0.001).
+    let hashes = client_hashes();
+    let quantiles = [
+        (2, 10.828),
+        (3, 13.816),
+        (4, 16.266),
+        (8, 24.322),
+        (16, 37.697),
+        (64, 103.442),
+    ];
+    for (workers, bound) in quantiles {
+        let mut counts = vec![0u32; workers as usize];
+        for &hash in &hashes {
+            counts[pick(hash, 0..workers).unwrap() as usize] += 1;
+        }
+        let expected = hashes.len() as f64 / f64::from(workers);
+        let statistic: f64 = counts
+            .iter()
+            .map(|&count| (f64::from(count) - expected).powi(2) / expected)
+            .sum();
+        assert!(
+            statistic < bound,
+            "{workers} workers: chi-square {statistic:.1} >= {bound}"
+        );
+    }
+}
+
+#[test]
+fn only_a_removed_workers_keys_move_and_they_come_back() {
+    let hashes = &client_hashes()[..20_000];
+    let all: Vec<u32> = (0..6).collect();
+    let before: Vec<u32> = hashes
+        .iter()
+        .map(|&h| pick(h, all.clone()).unwrap())
+        .collect();
+    for gone in all.clone() {
+        let live: Vec<u32> = all.iter().copied().filter(|&w| w != gone).collect();
+        for (&hash, &old) in hashes.iter().zip(&before) {
+            let new = pick(hash, live.clone()).unwrap();
+            if old == gone {
+                assert_eq!(new, stickyd::route::rank(hash, all.clone())[1]);
+            } else {
+                assert_eq!(
+                    new, old,
+                    "worker {gone} removed: a key of worker {old} moved"
+                );
+            }
+        }
+    }
+    let after: Vec<u32> = hashes
+        .iter()
+        .map(|&h| pick(h, all.clone()).unwrap())
+        .collect();
+    assert_eq!(before, after, "every key is back with all workers live");
 }

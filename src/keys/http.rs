@@ -1,4 +1,7 @@
-//! Scanning the head of an HTTP/1 request in the peeked bytes, which may be incomplete.
+//! Scanning the head of an HTTP/1 request line by line, in the peeked bytes, which may be
+//! incomplete. This scan defines what a header field is; the rules find fields faster with the
+//! `head` module's whole-head search, which gives the same answers (property-tested), and the
+//! custom key view ([`super::Request`]) looks names up with this one.
 //!
 //! - The request line is skipped, through the first `\n`.
 //! - Header lines end with `\n`, optionally preceded by `\r` (a bare LF is accepted). An empty

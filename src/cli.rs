@@ -10,7 +10,7 @@ use crate::config::{
     Config, DEFAULT_LISTEN, ListenSpec, OnTimeout, WorkerCommand, parse_duration, parse_size,
 };
 use crate::decide::KeyPlan;
-use crate::keys::KeyRule;
+use crate::keys::{Cidr, KeyRule, Trust};
 
 /// The most worker slots one master runs.
 pub const MAX_WORKERS: u32 = 4096;
@@ -54,6 +54,16 @@ pub struct Cli {
     /// The most bytes peeked from a connection (64 to 1MiB)
     #[arg(long, value_name = "BYTES", default_value = "16KiB", value_parser = parse_max_peek)]
     pub max_peek: usize,
+
+    /// Every connection starts with a PROXY protocol header (v1 or v2); `ip` is the address
+    /// it carries
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// A trusted proxy network (repeatable): X-Forwarded-For and PROXY headers are believed
+    /// only from these peers
+    #[arg(long = "trust", value_name = "CIDR")]
+    pub trust: Vec<Cidr>,
 
     /// How long a shutdown waits for workers to drain before signalling them
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
@@ -131,10 +141,11 @@ impl Cli {
         Ok(Config {
             listeners,
             workers,
-            plan: KeyPlan::new(rules, self.fallback),
+            plan: KeyPlan::new(rules, self.fallback).with_trust(Trust::new(self.trust)),
             peek_timeout: self.peek_timeout,
             on_timeout: self.on_timeout,
             max_peek: self.max_peek,
+            proxy_protocol: self.proxy_protocol,
             grace: self.grace,
             worker_command,
         })
@@ -172,6 +183,23 @@ where
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("error: bad command line");
             Parsed::Bad(format!("stickyd: {first}"))
+        }
+    }
+}
+
+/// Parses this process's command line, for a program that runs a dispatcher: prints help or
+/// the version to stdout, or the one-line error to stderr, itself, and then returns the exit
+/// code to end with (0, or 2 for a bad command line) instead of a configuration.
+pub fn from_process_args() -> Result<Config, std::process::ExitCode> {
+    match parse(std::env::args_os()) {
+        Parsed::Run(config) => Ok(*config),
+        Parsed::Print(text) => {
+            print!("{text}");
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Parsed::Bad(line) => {
+            eprintln!("{line}");
+            Err(std::process::ExitCode::from(2))
         }
     }
 }
@@ -269,6 +297,8 @@ mod tests {
                 "--listen",
             ),
             (&["--metrics", "127.0.0.1:0"][..], "--metrics"),
+            (&["--trust", "10.0.0.0/33"][..], "--trust"),
+            (&["--trust", "nonsense"][..], "--trust"),
             (&["--frobnicate"][..], "--frobnicate"),
         ] {
             let line = bad(args);

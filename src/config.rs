@@ -24,6 +24,8 @@ pub struct Config {
     pub on_timeout: OnTimeout,
     /// The most bytes peeked from one connection.
     pub max_peek: usize,
+    /// Every connection starts with a PROXY protocol (v1 or v2) header.
+    pub proxy_protocol: bool,
     /// How long a shutdown waits for draining workers before it signals them.
     pub grace: Duration,
     /// The worker program; `None` runs the built-in hello worker.

@@ -10,6 +10,8 @@
 //! - [`keys`]: finding a key in peeked bytes (pure, no I/O).
 //! - [`route`]: hashing a key and picking a worker by rendezvous hashing (pure).
 //! - [`decide`]: the per-connection decision from what was peeked (pure).
+//! - [`proxy`]: the PROXY protocol header a balancer puts in front (pure).
+//! - [`verdict`]: a pending connection's fate: its PROXY header, then the key plan (pure).
 //! - [`config`] and [`cli`]: what the command line says.
 //! - `master`: the io_uring event loop that drives all of it, and the worker processes.
 //!
@@ -33,11 +35,35 @@ pub mod logging;
 mod master;
 pub mod proxy;
 pub mod route;
+pub mod verdict;
 
 pub use config::Config;
 pub use master::Error;
-#[doc(hidden)]
-pub use master::spawn::BUILTIN_WORKER_ENV;
+
+/// The built-in worker is the SDK's example worker, compiled in.
+#[path = "../worker-sdk/examples/hello_worker.rs"]
+#[allow(dead_code, missing_docs)]
+mod hello_worker;
+
+/// Runs the built-in hello worker if this process was started as one, and returns its exit
+/// code; `None` otherwise.
+///
+/// A dispatcher with no worker command starts its workers from its own executable with an
+/// environment variable set. A program that embeds a [`Dispatcher`] that way calls this first
+/// thing in `main`:
+///
+/// ```no_run
+/// fn main() -> std::process::ExitCode {
+///     if let Some(code) = stickyd::builtin_worker() {
+///         return code;
+///     }
+///     // ... build a Config and run the Dispatcher ...
+/// #   std::process::ExitCode::SUCCESS
+/// }
+/// ```
+pub fn builtin_worker() -> Option<std::process::ExitCode> {
+    std::env::var_os(master::spawn::BUILTIN_WORKER_ENV).map(|_| hello_worker::run())
+}
 
 /// The dispatcher: a master process with its listeners and worker pool.
 #[derive(Debug)]

@@ -3,31 +3,19 @@
 
 use std::process::ExitCode;
 
-use stickyd::cli::{self, Parsed};
-use stickyd::{BUILTIN_WORKER_ENV, Dispatcher, logging};
-
-/// The built-in worker is the SDK's example worker, compiled into this binary.
-#[path = "../worker-sdk/examples/hello_worker.rs"]
-#[allow(dead_code)]
-mod hello_worker;
+use stickyd::cli;
+use stickyd::{Dispatcher, logging};
 
 fn main() -> ExitCode {
-    if std::env::var_os(BUILTIN_WORKER_ENV).is_some() {
-        return hello_worker::run();
+    if let Some(code) = stickyd::builtin_worker() {
+        return code;
     }
-    let config = match cli::parse(std::env::args_os()) {
-        Parsed::Run(config) => config,
-        Parsed::Print(text) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Parsed::Bad(line) => {
-            eprintln!("{line}");
-            return ExitCode::from(2);
-        }
+    let config = match cli::from_process_args() {
+        Ok(config) => config,
+        Err(code) => return code,
     };
     logging::init("stickyd");
-    match Dispatcher::new(*config).run() {
+    match Dispatcher::new(config).run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Not through the logger: a fatal error is printed whatever RUST_LOG says.

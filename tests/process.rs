@@ -129,7 +129,7 @@ fn a_bad_command_line_exits_2_with_one_line() {
         &["--peek-timeout", "5"][..],
         &["--max-peek", "12XB"][..],
         &["--metrics", "127.0.0.1:9090"][..],
-        &["--proxy-protocol"][..],
+        &["--max-queue", "4"][..],
         &["--bogus"][..],
     ] {
         let out = Command::new(stickyd_bin())

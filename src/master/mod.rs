@@ -7,6 +7,7 @@
 mod conns;
 mod pool;
 pub(crate) mod spawn;
+mod stats;
 mod token;
 
 use std::io;
@@ -20,13 +21,14 @@ use log::{debug, error, info, warn};
 use stickyd_ring::{Completion, InMsg, OpId, OutMsg, Outcome, Ring, sys};
 use stickyd_worker::wire::{self, ConnRecord, Message, Welcome};
 
-use crate::config::{Config, OnTimeout};
-use crate::decide::Decision;
+use crate::config::Config;
 use crate::keys::{Key, fold_addr};
 use crate::route;
+use crate::verdict::{Examiner, Finality, Refusal, Verdict};
 
 use conns::Conns;
 use pool::{Drain, Handoff, Phase, Sending, Slot};
+use stats::Stats;
 use token::Token;
 
 /// Submission queue entries of the master's ring.
@@ -97,6 +99,9 @@ struct Shutdown {
 #[derive(Debug)]
 struct Master {
     config: Config,
+    /// What to do with a pending connection given its peeked bytes.
+    examiner: Examiner,
+    stats: Stats,
     ring: Ring,
     listeners: Vec<Listener>,
     conns: Conns,
@@ -167,6 +172,13 @@ impl Master {
         );
 
         let mut master = Master {
+            examiner: Examiner::new(
+                config.plan.clone(),
+                config.proxy_protocol,
+                config.max_peek,
+                config.on_timeout,
+            ),
+            stats: Stats::default(),
             ring,
             listeners,
             conns: Conns::default(),
@@ -248,7 +260,17 @@ impl Master {
         for conn in self.conns.drain() {
             drop(conn.fd);
         }
-        info!("stopped");
+        let s = &self.stats;
+        info!(
+            "stopped: {} connections accepted, {} dispatched ({} by the fallback rule), \
+             {} closed without a key, {} malformed and {} untrusted PROXY headers",
+            s.accepted,
+            s.dispatched,
+            s.fallbacks,
+            s.no_key_closed,
+            s.proxy_malformed,
+            s.proxy_untrusted
+        );
         Ok(())
     }
 
@@ -335,7 +357,14 @@ impl Master {
         };
         let fd = OwnedFd::from(stream);
         let accepted_ns = now_ns();
-        if self.config.plan.routes_at_accept() {
+        self.stats.accepted += 1;
+        if self.examiner.refuses_peer(peer) {
+            debug!("{peer} is not a trusted proxy: closed");
+            self.stats.proxy_untrusted += 1;
+            self.ring.close(fd, Token::Housekeeping.encode());
+            return;
+        }
+        if self.examiner.routes_at_accept() {
             let hash = route::key_hash(Key::Addr(fold_addr(peer.ip())));
             let h = self.handoff(fd, listener, peer, accepted_ns, hash);
             self.route(h);
@@ -451,41 +480,54 @@ impl Master {
             return;
         };
         conn.op = None;
-        let (expired, hup, peer) = (conn.expired, conn.hup, conn.peer);
-        let outcome = match result {
-            Ok(0) => None, // the client closed without sending anything
-            Ok(n) => {
-                let limit = n >= self.config.max_peek;
-                let fin = expired || hup || limit;
-                let decision = self.config.plan.decide(&buf, peer.ip(), fin);
-                Some((decision, expired || limit, n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if hup {
-                    None
-                } else if expired {
-                    let d = self.config.plan.decide(&[], peer.ip(), true);
-                    Some((d, true, 0))
-                } else {
-                    Some((Decision::NeedMore, false, 0))
-                }
-            }
-            Err(e) => {
-                debug!("peek from {peer} failed: {e}");
-                None
+        let tcp_peer = conn.peer;
+        let finality = |n: usize| {
+            if conn.hup {
+                Finality::HungUp
+            } else if conn.expired || n >= self.config.max_peek {
+                Finality::GaveUp
+            } else {
+                Finality::Open
             }
         };
+        let verdict = match result {
+            // Zero bytes from a peek: the client closed without sending anything.
+            Ok(0) => Verdict::Close(Refusal::Empty),
+            Ok(n) => self.examiner.examine(&buf, tcp_peer, finality(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.examiner.examine(&[], tcp_peer, finality(0))
+            }
+            Err(e) => {
+                debug!("peek from {tcp_peer} failed: {e}");
+                Verdict::Close(Refusal::Empty)
+            }
+        };
+        let peeked = buf.len();
         self.buffers.push(buf);
-        match outcome {
-            None => self.close_conn(key),
-            Some((Decision::NeedMore, _, n)) => self.wait_for_more(key, n),
-            Some((Decision::Route { fallback, .. }, gave_up, _))
-                if fallback && gave_up && self.config.on_timeout == OnTimeout::Close =>
-            {
-                debug!("no key from {peer} by the deadline or the peek limit: closed");
+        match verdict {
+            Verdict::NeedMore => self.wait_for_more(key, peeked),
+            Verdict::Route {
+                hash,
+                fallback,
+                peer,
+                proxy_len,
+            } => {
+                if fallback {
+                    self.stats.fallbacks += 1;
+                }
+                self.route_conn(key, hash, peer, proxy_len);
+            }
+            Verdict::Close(why) => {
+                match why {
+                    Refusal::Empty => {}
+                    Refusal::NoKey => self.stats.no_key_closed += 1,
+                    Refusal::MalformedProxy(_)
+                    | Refusal::IncompleteProxy
+                    | Refusal::OversizedProxy => self.stats.proxy_malformed += 1,
+                }
+                debug!("connection from {tcp_peer} closed: {why:?}");
                 self.close_conn(key);
             }
-            Some((Decision::Route { hash, .. }, _, _)) => self.route_conn(key, hash),
         }
     }
 
@@ -519,7 +561,7 @@ impl Master {
 
     /// A pending connection's key is known: restore the kernel's default low-water mark (the
     /// worker reads normally) and route it.
-    fn route_conn(&mut self, key: usize, hash: u64) {
+    fn route_conn(&mut self, key: usize, hash: u64, peer: SocketAddr, proxy_len: u16) {
         let Some(conn) = self.conns.remove(key) else {
             return;
         };
@@ -530,7 +572,8 @@ impl Master {
                 return;
             }
         }
-        let h = self.handoff(conn.fd, conn.listener, conn.peer, conn.accepted_ns, hash);
+        let mut h = self.handoff(conn.fd, conn.listener, peer, conn.accepted_ns, hash);
+        h.rec.proxy_len = proxy_len;
         self.route(h);
     }
 
@@ -541,7 +584,10 @@ impl Master {
         let exclude = h.exclude;
         let candidates = self.live.iter().copied().filter(|&w| Some(w) != exclude);
         match route::pick(h.rec.key_hash, candidates) {
-            Some(w) => self.slots[w as usize].outbox.push_back(h),
+            Some(w) => {
+                self.stats.dispatched += 1;
+                self.slots[w as usize].outbox.push_back(h);
+            }
             None if self.live.is_empty() && self.shutdown.is_none() => self.parked.push(h),
             None => {
                 warn!(

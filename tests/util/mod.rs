@@ -55,17 +55,27 @@ impl Stickyd {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Stickyd {
-        Self::spawn(args, env, None)
+        Self::spawn(&stickyd_bin(), args, env, None)
+    }
+
+    /// Starts another program that embeds the dispatcher (an example) the same way.
+    pub fn start_program(program: &std::path::Path, args: &[&str]) -> Stickyd {
+        Self::spawn(program, args, &[], None)
     }
 
     /// Starts stickyd with its file descriptor limit (soft and hard) set to `nofile`.
     pub fn start_with_nofile(args: &[&str], nofile: u64) -> Stickyd {
-        Self::spawn(args, &[], Some(nofile))
+        Self::spawn(&stickyd_bin(), args, &[], Some(nofile))
     }
 
-    fn spawn(args: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Stickyd {
+    fn spawn(
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+    ) -> Stickyd {
         let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
-        let mut cmd = Command::new(stickyd_bin());
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

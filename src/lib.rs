@@ -32,6 +32,7 @@ pub mod config;
 pub mod decide;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 mod master;
 pub mod proxy;
 pub mod route;

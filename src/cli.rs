@@ -18,6 +18,9 @@ pub const MAX_WORKERS: u32 = 4096;
 /// The most listeners one master runs (the wire protocol indexes them with a `u16`).
 pub const MAX_LISTENERS: usize = 256;
 
+/// The default `--max-queue`.
+pub const DEFAULT_MAX_QUEUE: u32 = 1024;
+
 /// The bounds of `--max-peek`.
 const MAX_PEEK_RANGE: std::ops::RangeInclusive<usize> = 64..=(1 << 20);
 
@@ -64,6 +67,16 @@ pub struct Cli {
     /// only from these peers
     #[arg(long = "trust", value_name = "CIDR")]
     pub trust: Vec<Cidr>,
+
+    /// The most connections a worker holds unacknowledged; beyond, its keys spill to the next
+    /// worker by rank
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_QUEUE,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_queue: u32,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// How long a shutdown waits for workers to drain before signalling them
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
@@ -146,6 +159,8 @@ impl Cli {
             on_timeout: self.on_timeout,
             max_peek: self.max_peek,
             proxy_protocol: self.proxy_protocol,
+            max_queue: self.max_queue as usize,
+            metrics: self.metrics,
             grace: self.grace,
             worker_command,
         })
@@ -296,7 +311,9 @@ mod tests {
                 &["--listen", "a=127.0.0.1:0", "--listen", "a=127.0.0.1:0"][..],
                 "--listen",
             ),
-            (&["--metrics", "127.0.0.1:0"][..], "--metrics"),
+            (&["--metrics", "nowhere"][..], "--metrics"),
+            (&["--max-queue", "0"][..], "--max-queue"),
+            (&["--attach", "/tmp/x"][..], "--attach"),
             (&["--trust", "10.0.0.0/33"][..], "--trust"),
             (&["--trust", "nonsense"][..], "--trust"),
             (&["--frobnicate"][..], "--frobnicate"),

@@ -26,6 +26,10 @@ pub struct Config {
     pub max_peek: usize,
     /// Every connection starts with a PROXY protocol (v1 or v2) header.
     pub proxy_protocol: bool,
+    /// The most connections a worker holds unacknowledged before its keys spill to the next.
+    pub max_queue: usize,
+    /// Where to serve Prometheus metrics and the health check.
+    pub metrics: Option<SocketAddr>,
     /// How long a shutdown waits for draining workers before it signals them.
     pub grace: Duration,
     /// The worker program; `None` runs the built-in hello worker.

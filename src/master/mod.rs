@@ -6,8 +6,8 @@
 
 mod conns;
 mod pool;
+mod respawn;
 pub(crate) mod spawn;
-mod stats;
 mod token;
 
 use std::io;
@@ -15,6 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
@@ -23,12 +24,12 @@ use stickyd_worker::wire::{self, ConnRecord, Message, Welcome};
 
 use crate::config::Config;
 use crate::keys::{Key, fold_addr};
+use crate::metrics::{self, Metrics};
 use crate::route;
 use crate::verdict::{Examiner, Finality, Refusal, Verdict};
 
 use conns::Conns;
 use pool::{Drain, Handoff, Phase, Sending, Slot};
-use stats::Stats;
 use token::Token;
 
 /// Submission queue entries of the master's ring.
@@ -57,9 +58,6 @@ pub enum Error {
     /// The event loop's ring failed.
     #[error("io_uring: {0}")]
     Ring(#[source] io::Error),
-    /// Every worker has exited, and none is restarted.
-    #[error("all workers have exited")]
-    NoWorkers,
 }
 
 fn setup(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -82,6 +80,8 @@ struct Listener {
     rearm_at: Option<Instant>,
     /// The last accept error was logged (logged once until accept works again).
     error_logged: bool,
+    /// The accept has been armed before: arming it again is counted.
+    armed_once: bool,
 }
 
 /// The shutdown's progress.
@@ -101,7 +101,7 @@ struct Master {
     config: Config,
     /// What to do with a pending connection given its peeked bytes.
     examiner: Examiner,
-    stats: Stats,
+    metrics: Arc<Metrics>,
     ring: Ring,
     listeners: Vec<Listener>,
     conns: Conns,
@@ -162,7 +162,20 @@ impl Master {
                 cancelling: false,
                 rearm_at: None,
                 error_logged: false,
+                armed_once: false,
             });
+        }
+        let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        let metrics = Arc::new(Metrics::new(&names, config.workers));
+        if let Some(addr) = config.metrics {
+            let socket = TcpListener::bind(addr)
+                .map_err(setup(format!("cannot serve metrics on {addr}")))?;
+            let local = socket
+                .local_addr()
+                .map_err(setup(format!("cannot serve metrics on {addr}")))?;
+            metrics::serve(socket, Arc::clone(&metrics))
+                .map_err(setup("cannot start the metrics thread"))?;
+            eprintln!("stickyd: metrics on {local}");
         }
         info!(
             "mapping fingerprint {} ({} workers, ahash 0.8.12, {} hash path)",
@@ -178,7 +191,7 @@ impl Master {
                 config.max_peek,
                 config.on_timeout,
             ),
-            stats: Stats::default(),
+            metrics,
             ring,
             listeners,
             conns: Conns::default(),
@@ -197,7 +210,7 @@ impl Master {
                 format!("cannot start worker {id} ({})", master.worker_label()),
             ))?;
             debug!("worker {id} started (pid {})", worker.pid);
-            let mut slot = Slot::new(id, worker.pid, worker.pidfd, worker.channel);
+            let mut slot = Slot::new(id, worker, 0);
             arm_exit(&mut master.ring, &slot);
             arm_recv(&mut master.ring, &mut slot);
             master.slots.push(slot);
@@ -251,6 +264,9 @@ impl Master {
             while let Some(c) = self.ring.next_completion() {
                 self.complete(c)?;
             }
+            for slot in &self.slots {
+                self.metrics.set_unacked(slot.id, slot.held as u64);
+            }
             self.fire_timers(Instant::now());
         }
         let stranded = self.conns.len() + self.parked.len();
@@ -260,16 +276,10 @@ impl Master {
         for conn in self.conns.drain() {
             drop(conn.fd);
         }
-        let s = &self.stats;
         info!(
-            "stopped: {} connections accepted, {} dispatched ({} by the fallback rule), \
-             {} closed without a key, {} malformed and {} untrusted PROXY headers",
-            s.accepted,
-            s.dispatched,
-            s.fallbacks,
-            s.no_key_closed,
-            s.proxy_malformed,
-            s.proxy_untrusted
+            "stopped: {} connections accepted, {} dispatched",
+            self.metrics.accepted_total(),
+            self.metrics.dispatched_total()
         );
         Ok(())
     }
@@ -357,10 +367,10 @@ impl Master {
         };
         let fd = OwnedFd::from(stream);
         let accepted_ns = now_ns();
-        self.stats.accepted += 1;
+        self.metrics.accepted(listener);
         if self.examiner.refuses_peer(peer) {
             debug!("{peer} is not a trusted proxy: closed");
-            self.stats.proxy_untrusted += 1;
+            self.metrics.proxy_untrusted();
             self.ring.close(fd, Token::Housekeeping.encode());
             return;
         }
@@ -401,7 +411,12 @@ impl Master {
     /// Arms or cancels the listeners' accepts: accept only while some worker can take a
     /// connection, so that nothing is accepted that cannot go somewhere.
     fn update_accepting(&mut self) {
-        let accepting = self.shutdown.is_none() && !self.live.is_empty();
+        let max_queue = self.config.max_queue;
+        let room = self
+            .live
+            .iter()
+            .any(|&w| self.slots[w as usize].held < max_queue);
+        let accepting = self.shutdown.is_none() && room;
         let now = Instant::now();
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             let Some(socket) = &listener.socket else {
@@ -413,6 +428,10 @@ impl Master {
             }
             match listener.accept {
                 None if accepting && listener.rearm_at.is_none_or(|at| at <= now) => {
+                    if listener.armed_once {
+                        self.metrics.accept_rearm();
+                    }
+                    listener.armed_once = true;
                     listener.rearm_at = None;
                     listener.accept = Some(
                         self.ring
@@ -420,6 +439,9 @@ impl Master {
                     );
                 }
                 Some(op) if !accepting && !listener.cancelling => {
+                    if self.shutdown.is_none() {
+                        self.metrics.accept_pause();
+                    }
                     listener.cancelling = true;
                     self.ring.cancel(op, Token::Housekeeping.encode());
                 }
@@ -513,17 +535,17 @@ impl Master {
                 proxy_len,
             } => {
                 if fallback {
-                    self.stats.fallbacks += 1;
+                    self.metrics.fallback();
                 }
                 self.route_conn(key, hash, peer, proxy_len);
             }
             Verdict::Close(why) => {
                 match why {
                     Refusal::Empty => {}
-                    Refusal::NoKey => self.stats.no_key_closed += 1,
+                    Refusal::NoKey => self.metrics.no_key_closed(),
                     Refusal::MalformedProxy(_)
                     | Refusal::IncompleteProxy
-                    | Refusal::OversizedProxy => self.stats.proxy_malformed += 1,
+                    | Refusal::OversizedProxy => self.metrics.proxy_malformed(),
                 }
                 debug!("connection from {tcp_peer} closed: {why:?}");
                 self.close_conn(key);
@@ -579,16 +601,35 @@ impl Master {
 
     // ---- routing and hand-off --------------------------------------------------------------
 
-    /// Puts a connection in the outbox of the live worker its key ranks highest for.
+    /// Puts a connection in the outbox of the live worker its key ranks highest for; if that
+    /// worker holds `--max-queue` unacknowledged connections, of the next one by rank that has
+    /// room (a spill). With no room anywhere it waits in the master, and accepting pauses.
     fn route(&mut self, h: Handoff) {
         let exclude = h.exclude;
-        let candidates = self.live.iter().copied().filter(|&w| Some(w) != exclude);
-        match route::pick(h.rec.key_hash, candidates) {
-            Some(w) => {
-                self.stats.dispatched += 1;
-                self.slots[w as usize].outbox.push_back(h);
+        let hash = h.rec.key_hash;
+        let max_queue = self.config.max_queue;
+        let slots = &self.slots;
+        let live = || self.live.iter().copied().filter(|&w| Some(w) != exclude);
+        let chosen = match route::pick(hash, live()) {
+            Some(w) if slots[w as usize].held < max_queue => Some(w),
+            Some(_) => {
+                let spill =
+                    route::pick(hash, live().filter(|&w| slots[w as usize].held < max_queue));
+                if spill.is_some() {
+                    self.metrics.spill();
+                }
+                spill
             }
-            None if self.live.is_empty() && self.shutdown.is_none() => self.parked.push(h),
+            None => None,
+        };
+        match chosen {
+            Some(w) => {
+                let slot = &mut self.slots[w as usize];
+                slot.held += 1;
+                slot.outbox.push_back(h);
+            }
+            // Every live worker is at its bound, or none is live yet: wait for room.
+            None if !self.live.is_empty() || self.shutdown.is_none() => self.parked.push(h),
             None => {
                 warn!(
                     "no worker can take the connection from {}: closed",
@@ -596,6 +637,24 @@ impl Master {
                 );
                 self.ring.close(h.fd, Token::Housekeeping.encode());
             }
+        }
+    }
+
+    /// Routes the connections that waited for room or for a live worker, if there is any now.
+    fn unpark(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let max_queue = self.config.max_queue;
+        if self
+            .live
+            .iter()
+            .all(|&w| self.slots[w as usize].held >= max_queue)
+        {
+            return;
+        }
+        for h in std::mem::take(&mut self.parked) {
+            self.route(h);
         }
     }
 
@@ -681,7 +740,14 @@ impl Master {
             Err(e) => Some(e),
         };
         match (sending, error) {
-            (Some(Sending::Conns(batch)), None) => slot.unacked.push_back(batch),
+            (Some(Sending::Conns(batch)), None) => {
+                let now = now_ns();
+                for h in &batch {
+                    let waited = now.saturating_sub(h.rec.accepted_ns);
+                    self.metrics.handoff(Duration::from_nanos(waited));
+                }
+                slot.unacked.push_back(batch);
+            }
             (Some(Sending::Drain), None) => {
                 if let Some(channel) = &slot.channel {
                     if let Err(e) = sys::shutdown_write(channel.as_fd()) {
@@ -691,8 +757,11 @@ impl Master {
                 debug!("worker {w}: drain sent");
             }
             (Some(Sending::Refused), _) => {
-                // The worker reads REFUSED even after we close; it then exits.
-                slot.eof = true;
+                // The worker reads REFUSED, then end of file, and exits; our receive sees its
+                // end and retires the slot.
+                if let Some(channel) = &slot.channel {
+                    let _ = sys::shutdown_write(channel.as_fd());
+                }
                 self.gone(w, "refused");
             }
             (Some(Sending::Welcome | Sending::Acked) | None, None) => {}
@@ -809,15 +878,18 @@ impl Master {
         if seqs.iter().any(|s| !batch.iter().any(|h| h.rec.seq == *s)) {
             // What this worker holds is unknown now: none of it may go to another worker.
             self.violation(w, "acknowledged a connection it was not sent");
+            self.slots[w as usize].held -= batch.len();
             for h in batch {
                 self.ring.close(h.fd, Token::Housekeeping.encode());
             }
             return;
         }
-        let mut returned = 0;
+        self.slots[w as usize].held -= batch.len();
+        let mut returned = 0u64;
         for mut h in batch {
             if seqs.contains(&h.rec.seq) {
                 // The worker has its own copy now.
+                self.metrics.dispatched(w, h.rec.listener);
                 self.ring.close(h.fd, Token::Housekeeping.encode());
             } else {
                 returned += 1;
@@ -826,8 +898,10 @@ impl Master {
             }
         }
         if returned > 0 {
+            self.metrics.returned(returned);
             warn!("worker {w} returned {returned} connections (its fd limit?): sent elsewhere");
         }
+        self.unpark();
     }
 
     /// A worker broke the protocol: it gets nothing more, and is killed so that its channel
@@ -849,11 +923,7 @@ impl Master {
         let slot = &mut self.slots[w as usize];
         if slot.phase != Phase::Gone {
             slot.phase = Phase::Gone;
-            if self.shutdown.is_none() {
-                warn!("worker {w} gone: {why}");
-            } else {
-                debug!("worker {w} gone: {why}");
-            }
+            debug!("worker {w} gone: {why}");
             self.update_live();
         }
     }
@@ -884,6 +954,7 @@ impl Master {
                 "worker {w} left {} connections unacknowledged: dispatching them again",
                 sent.len()
             );
+            self.metrics.redispatched(sent.len() as u64);
             for h in sent {
                 self.route(h);
             }
@@ -891,6 +962,7 @@ impl Master {
         for h in unsent {
             self.route(h);
         }
+        self.schedule_respawn(w);
     }
 
     fn update_live(&mut self) {
@@ -901,23 +973,15 @@ impl Master {
                 .filter(|s| s.phase == Phase::Live && s.drain != Drain::Sent)
                 .map(|s| s.id),
         );
-        if !self.live.is_empty() && !self.parked.is_empty() {
-            for h in std::mem::take(&mut self.parked) {
-                self.route(h);
-            }
+        for slot in &self.slots {
+            self.metrics
+                .set_live(slot.id, self.live.binary_search(&slot.id).is_ok());
         }
+        self.unpark();
     }
 
     /// Bookkeeping after any completion: is every worker gone, should accept run.
     fn after_change(&mut self) -> Result<(), Error> {
-        if self.shutdown.is_none()
-            && self
-                .slots
-                .iter()
-                .all(|s| s.phase == Phase::Gone && s.exited())
-        {
-            return Err(Error::NoWorkers);
-        }
         self.update_accepting();
         Ok(())
     }
@@ -937,12 +1001,15 @@ impl Master {
                 let status = ExitStatus::from_raw(status);
                 slot.pid = None;
                 slot.pidfd = None;
-                if self.shutdown.is_none() || !status.success() {
+                if self.shutdown.is_some() && !status.success() {
                     warn!("worker {w} (pid {pid}) exited: {status}");
                 } else {
+                    // Outside a shutdown the restart's log line says it, once per back-off step.
                     debug!("worker {w} (pid {pid}) exited: {status}");
                 }
+                slot.last_exit = Some(status);
                 self.gone(w, "exited");
+                self.schedule_respawn(w);
             }
             Ok(None) => arm_exit(&mut self.ring, slot),
             Err(e) => {
@@ -1031,9 +1098,11 @@ impl Master {
     fn next_timer(&self) -> Option<Instant> {
         let listeners = self.listeners.iter().filter_map(|l| l.rearm_at);
         let channels = self.slots.iter().filter_map(|s| s.retry_at);
+        let restarts = self.slots.iter().filter_map(|s| s.respawn_at);
         let shutdown = self.shutdown.as_ref().and_then(|s| s.kill_at.or(s.term_at));
         listeners
             .chain(channels)
+            .chain(restarts)
             .chain(shutdown)
             .chain(self.conns.next_deadline())
             .min()
@@ -1050,7 +1119,11 @@ impl Master {
                 }
             }
         }
+        for _ in &expired {
+            self.metrics.peek_timeout();
+        }
         self.expired = expired;
+        self.respawn_due(now);
         self.update_accepting();
         let Some(shutdown) = &mut self.shutdown else {
             return;

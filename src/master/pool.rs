@@ -8,6 +8,8 @@ use std::time::Instant;
 use stickyd_ring::InMsg;
 use stickyd_worker::wire::{self, ConnRecord};
 
+use super::spawn::Spawned;
+
 /// A connection on its way to a worker. The master owns the fd until the worker acknowledges it.
 #[derive(Debug)]
 pub(crate) struct Handoff {
@@ -85,16 +87,27 @@ pub(crate) struct Slot {
     /// The worker broke the protocol: what it was sent may be in use, so it is never
     /// dispatched again.
     pub violated: bool,
+    /// Connections routed to this worker and not yet acknowledged (outbox, in flight, sent).
+    pub held: usize,
+    /// When this worker process was started.
+    pub spawned_at: Instant,
+    /// Deaths in a row, each soon after its start: the restart back-off's step.
+    pub deaths: u32,
+    /// When the next worker process is to be started in this slot.
+    pub respawn_at: Option<Instant>,
+    /// How the last process exited, for the restart's log line.
+    pub last_exit: Option<std::process::ExitStatus>,
 }
 
 impl Slot {
-    pub fn new(id: u32, pid: u32, pidfd: OwnedFd, channel: OwnedFd) -> Slot {
+    /// The slot `id` with a freshly started worker; `deaths` carries the back-off step over.
+    pub fn new(id: u32, worker: Spawned, deaths: u32) -> Slot {
         Slot {
             id,
             phase: Phase::Starting,
-            pid: Some(pid),
-            pidfd: Some(pidfd),
-            channel: Some(channel),
+            pid: Some(worker.pid),
+            pidfd: Some(worker.pidfd),
+            channel: Some(worker.channel),
             inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
             eof: false,
             sending: None,
@@ -106,6 +119,11 @@ impl Slot {
             drain: Drain::No,
             retry_at: None,
             violated: false,
+            held: 0,
+            spawned_at: Instant::now(),
+            deaths,
+            respawn_at: None,
+            last_exit: None,
         }
     }
 
@@ -119,8 +137,15 @@ impl Slot {
     /// send is in flight, so that no acknowledged connection is ever taken.
     pub fn take_unacked(&mut self) -> (Vec<Handoff>, Vec<Handoff>) {
         debug_assert!(self.eof && self.sending.is_none());
-        let sent = self.unacked.drain(..).flatten().collect();
-        let unsent = self.outbox.drain(..).collect();
+        let sent: Vec<Handoff> = self.unacked.drain(..).flatten().collect();
+        let unsent: Vec<Handoff> = self.outbox.drain(..).collect();
+        self.held = 0;
         (sent, unsent)
+    }
+
+    /// Whether the slot is empty for good until a new worker is started in it: its process
+    /// reaped and its channel retired.
+    pub fn vacant(&self) -> bool {
+        self.phase == Phase::Gone && self.pid.is_none() && self.channel.is_none()
     }
 }

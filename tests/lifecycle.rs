@@ -1,0 +1,363 @@
+//! Workers that die, stall and restart: respawn, no-loss hand-off, back-pressure, drain, and
+//! the metrics that show it.
+
+mod util;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use stickyd::keys::Key;
+use stickyd::route::{key_hash, pick};
+use util::*;
+
+fn owner(key: Key<'_>, workers: u32) -> u32 {
+    pick(key_hash(key), 0..workers).expect("a worker")
+}
+
+/// A session key that goes to `worker` among `workers` when all are live.
+fn session_for(worker: u32, workers: u32) -> String {
+    (0..)
+        .map(|i| format!("session-{i}"))
+        .find(|s| owner(Key::Bytes(s.as_bytes()), workers) == worker)
+        .expect("some key")
+}
+
+/// Sends a request with an `X-Session` header and returns the open connection.
+fn send_session(s: &Stickyd, session: &str) -> TcpStream {
+    let mut c = connect(s.addr(), Some(lo(2)));
+    c.write_all(request("/", &[&format!("X-Session: {session}")]).as_bytes())
+        .unwrap();
+    c
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid of ours; no memory is involved.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// The pid of the worker in slot `id`, from the master's last `worker N ready (pid P)` line.
+fn worker_pid(s: &Stickyd, id: u32) -> u32 {
+    let prefix = format!("worker {id} ready (pid ");
+    s.log()
+        .iter()
+        .rev()
+        .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest))
+        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+        .unwrap_or_else(|| panic!("no ready line for worker {id}"))
+}
+
+fn ready_count(s: &Stickyd, id: u32) -> usize {
+    let needle = format!("worker {id} ready (pid ");
+    s.log().iter().filter(|l| l.contains(&needle)).count()
+}
+
+/// GET a path of the metrics endpoint: (status, body).
+fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut c = connect(addr, None);
+    write!(c, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// The sum of every sample of a metric family in a scrape (`name{...} value` or `name value`).
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metrics_addr(s: &Stickyd) -> SocketAddr {
+    let line = s.wait_log("stickyd: metrics on ", TIMEOUT);
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_killed_worker_comes_back_and_only_its_keys_move_meanwhile() {
+    let s = Stickyd::start_ready(&["--listen", "127.0.0.1:0", "--workers", "4"], 4);
+    let sources: Vec<_> = (2..40u8).map(lo).collect();
+    let before: HashMap<_, _> = sources
+        .iter()
+        .map(|&ip| (ip, get(s.addr(), Some(ip), "/", &[]).worker()))
+        .collect();
+    let victim = before[&sources[0]];
+    let pid = worker_pid(&s, victim);
+    signal(pid, libc::SIGKILL);
+    // Every request is served, and no healthy key moves, whether the victim is back yet or not.
+    for &ip in &sources {
+        let r = get(s.addr(), Some(ip), "/", &[]);
+        assert_eq!(r.status, 200);
+        if before[&ip] != victim {
+            assert_eq!(
+                r.worker(),
+                before[&ip],
+                "{ip} moved though its worker lived"
+            );
+        }
+    }
+    // It comes back, and so do its keys.
+    assert!(
+        eventually(TIMEOUT, || ready_count(&s, victim) >= 2),
+        "worker {victim} was not restarted; log: {:#?}",
+        s.log()
+    );
+    assert_ne!(worker_pid(&s, victim), pid);
+    for &ip in &sources {
+        assert_eq!(get(s.addr(), Some(ip), "/", &[]).worker(), before[&ip]);
+    }
+}
+
+#[test]
+fn connections_queued_at_a_stopped_worker_that_dies_are_served_by_another() {
+    let s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--key",
+            "header:x-session",
+        ],
+        2,
+    );
+    let victim = 1;
+    let session = session_for(victim, 2);
+    let pid = worker_pid(&s, victim);
+    signal(pid, libc::SIGSTOP);
+    let mut clients: Vec<_> = (0..6).map(|_| send_session(&s, &session)).collect();
+    // Handed to the stopped worker: no answer comes.
+    clients[0]
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        clients[0].read(&mut byte).is_err(),
+        "a stopped worker answered"
+    );
+    clients[0].set_read_timeout(Some(TIMEOUT)).unwrap();
+    signal(pid, libc::SIGKILL);
+    for c in &mut clients {
+        let r = read_response(c);
+        assert_eq!(r.status, 200);
+        assert_ne!(r.worker(), victim);
+    }
+    s.wait_log("left 6 connections unacknowledged", TIMEOUT);
+}
+
+#[test]
+fn a_stalled_worker_at_max_queue_spills_its_keys_to_the_next() {
+    let s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--key",
+            "header:x-session",
+            "--max-queue",
+            "4",
+        ],
+        2,
+    );
+    let stalled = 0;
+    let session = session_for(stalled, 2);
+    let pid = worker_pid(&s, stalled);
+    signal(pid, libc::SIGSTOP);
+    let mut queued: Vec<_> = (0..4).map(|_| send_session(&s, &session)).collect();
+    // Give the master time to hand the four over before the fifth arrives.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = send_session(&s, &session);
+    let r = read_response(&mut fifth);
+    assert_eq!(r.worker(), 1 - stalled, "the fifth was not spilled");
+    signal(pid, libc::SIGCONT);
+    for c in &mut queued {
+        assert_eq!(read_response(c).worker(), stalled);
+    }
+}
+
+#[test]
+fn a_worker_that_keeps_dying_is_restarted_with_a_growing_back_off_logged_once_per_step() {
+    let s = Stickyd::start(&["--listen", "127.0.0.1:0", "--workers", "1", "--", "false"]);
+    s.wait_log("restarting in 800ms", TIMEOUT);
+    let delays: Vec<String> = s
+        .log()
+        .iter()
+        .filter(|l| l.contains("worker 0 exited") && l.contains("restarting in "))
+        .map(|l| l.rsplit("restarting in ").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        &delays[..4],
+        ["100ms", "200ms", "400ms", "800ms"],
+        "log: {:#?}",
+        s.log()
+    );
+    // One warning per step: the first death (restart at once) and one per doubling.
+    let warnings = s
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("stickyd: warn: worker 0 exited"))
+        .count();
+    assert_eq!(warnings, delays.len() + 1, "log: {:#?}", s.log());
+}
+
+#[test]
+fn with_every_worker_down_clients_wait_and_are_served_when_one_is_back() {
+    // Workers that take a second to say HELLO, each time they start.
+    let worker = hello_worker_bin();
+    let script = format!("sleep 1; exec {}", worker.display());
+    let s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--metrics",
+            "127.0.0.1:0",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        2,
+    );
+    let metrics = metrics_addr(&s);
+    for id in 0..2 {
+        signal(worker_pid(&s, id), libc::SIGKILL);
+    }
+    assert!(eventually(TIMEOUT, || scrape(metrics, "/healthz").0 == 503));
+    let started = Instant::now();
+    let r = get(s.addr(), Some(lo(3)), "/", &[]);
+    assert_eq!(r.status, 200);
+    assert!(ready_count(&s, 0) + ready_count(&s, 1) >= 3);
+    let (_, body) = scrape(metrics, "/metrics");
+    assert!(
+        metric_sum(&body, "stickyd_accept_pauses_total") >= 1.0,
+        "{body}"
+    );
+    assert!(
+        metric_sum(&body, "stickyd_worker_restarts_total") >= 2.0,
+        "{body}"
+    );
+    assert_eq!(scrape(metrics, "/healthz").0, 200);
+    eprintln!("served after {:?}", started.elapsed());
+}
+
+#[test]
+fn metrics_add_up_to_the_requests_made() {
+    let s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "a=127.0.0.1:0",
+            "--listen",
+            "b=127.0.0.1:0",
+            "--workers",
+            "2",
+            "--key",
+            "header:x-forwarded-for",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let metrics = metrics_addr(&s);
+    assert_eq!(scrape(metrics, "/healthz").0, 200);
+    let mut served = [0u32; 2];
+    for i in 0..30u8 {
+        let listener = s.listeners[usize::from(i % 3 == 0)].1;
+        let header = format!("X-Forwarded-For: 10.0.0.{i}");
+        // Every fifth without the header: the fallback rule decides.
+        let headers: &[&str] = if i % 5 == 0 { &[] } else { &[&header] };
+        served[get(listener, Some(lo(4)), "/", headers).worker() as usize] += 1;
+    }
+    let fallbacks = (0..30u8).filter(|i| i % 5 == 0).count() as f64;
+    assert!(
+        eventually(TIMEOUT, || {
+            let (_, body) = scrape(metrics, "/metrics");
+            metric_sum(&body, "stickyd_connections_dispatched_total") == 30.0
+                && metric_sum(&body, "stickyd_unacked_connections") == 0.0
+        }),
+        "{}",
+        scrape(metrics, "/metrics").1
+    );
+    let (status, body) = scrape(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(
+        metric_sum(&body, "stickyd_connections_accepted_total"),
+        30.0
+    );
+    assert_eq!(
+        metric_sum(&body, "stickyd_connections_accepted_total{listener=\"b\"}")
+            + metric_sum(&body, "stickyd_connections_accepted_total{listener=\"a\"}"),
+        30.0
+    );
+    for (w, n) in served.iter().enumerate() {
+        let per_worker: f64 = body
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!(
+                    "stickyd_connections_dispatched_total{{worker=\"{w}\""
+                ))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(per_worker, f64::from(*n), "worker {w}: {body}");
+    }
+    assert_eq!(metric_sum(&body, "stickyd_fallbacks_total"), fallbacks);
+    assert_eq!(metric_sum(&body, "stickyd_handoff_seconds_count"), 30.0);
+    assert_eq!(metric_sum(&body, "stickyd_unacked_connections"), 0.0);
+}
+
+#[test]
+fn draining_lets_a_worker_finish_the_connections_it_holds() {
+    let exe = std::env::current_exe().unwrap();
+    let long_poll = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("examples/long_poll");
+    assert!(
+        long_poll.exists(),
+        "{} is missing: run `cargo build --workspace --bins --examples` first",
+        long_poll.display()
+    );
+    let mut s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--",
+            long_poll.to_str().unwrap(),
+        ],
+        1,
+    );
+    let mut c = connect(s.addr(), Some(lo(5)));
+    c.write_all(request("/wait", &[]).as_bytes()).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(c.read(&mut byte).is_err(), "answered before the drain");
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    s.signal(libc::SIGTERM);
+    let r = read_response(&mut c);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"drained by worker 0\n");
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+}

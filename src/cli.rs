@@ -314,6 +314,7 @@ mod tests {
             (&["--metrics", "nowhere"][..], "--metrics"),
             (&["--max-queue", "0"][..], "--max-queue"),
             (&["--attach", "/tmp/x"][..], "--attach"),
+            (&["--backend", "kqueue"][..], "--backend"),
             (&["--trust", "10.0.0.0/33"][..], "--trust"),
             (&["--trust", "nonsense"][..], "--trust"),
             (&["--frobnicate"][..], "--frobnicate"),

@@ -361,3 +361,71 @@ fn draining_lets_a_worker_finish_the_connections_it_holds() {
     assert_eq!(r.body, b"drained by worker 0\n");
     assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
 }
+
+#[test]
+fn a_shutdown_ends_even_with_connections_waiting_behind_a_stalled_worker() {
+    let mut s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--key",
+            "header:x-session",
+            "--max-queue",
+            "2",
+            "--grace",
+            "1s",
+        ],
+        1,
+    );
+    let pid = worker_pid(&s, 0);
+    signal(pid, libc::SIGSTOP);
+    let _clients: Vec<_> = (0..5).map(|i| send_session(&s, &format!("s{i}"))).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(
+        eventually(TIMEOUT, || !alive(pid)),
+        "the stalled worker outlived the master"
+    );
+}
+
+#[test]
+fn a_connection_returned_by_the_only_worker_is_closed_not_held_forever() {
+    // One worker whose fd limit is tiny: once it is full, the kernel drops the fds it is sent
+    // (MSG_CTRUNC), the SDK returns them, and with no other worker the master closes them.
+    let worker = hello_worker_bin();
+    let script = format!("ulimit -n 24; exec {}", worker.display());
+    let mut s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--grace",
+            "1s",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        1,
+    );
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        let mut c = connect(s.addr(), Some(lo(6)));
+        c.write_all(request("/", &[]).as_bytes()).unwrap();
+        let mut first = [0u8; 1];
+        match c.read(&mut first) {
+            Ok(1) => held.push(c),
+            _ => refused += 1,
+        }
+    }
+    assert!(refused > 0, "the worker never ran out of fds");
+    s.wait_log("returned by the only live worker: closed", TIMEOUT);
+    drop(held);
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+}

@@ -129,7 +129,7 @@ fn a_bad_command_line_exits_2_with_one_line() {
         &["--peek-timeout", "5"][..],
         &["--max-peek", "12XB"][..],
         &["--threads", "2"][..],
-        &["--backend", "epoll"][..],
+        &["--backend", "kqueue"][..],
         &["--bogus"][..],
     ] {
         let out = Command::new(stickyd_bin())
@@ -279,4 +279,32 @@ fn no_busy_waiting_while_accept_backs_off_at_the_fd_limit() {
     );
     assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
     drop(clients);
+}
+
+#[test]
+fn no_busy_waiting_in_a_shutdown_while_a_restart_is_pending() {
+    // Slot 1 crash-loops (its restart is pending with a back-off) while slot 0 lives on.
+    let mut s = Stickyd::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--grace",
+        "2s",
+        "--",
+        "sh",
+        "-c",
+        r#"if [ "$STICKYD_WORKER_ID" = 0 ]; then exec sleep 600; else exit 1; fi"#,
+    ]);
+    s.wait_log("restarting in 400ms", TIMEOUT);
+    s.signal(libc::SIGTERM);
+    let window = Duration::from_millis(1000);
+    let before = s.cpu_time();
+    std::thread::sleep(window);
+    let used = s.cpu_time().saturating_sub(before);
+    assert!(
+        used < window / 4,
+        "{used:?} of CPU in {window:?} while shutting down"
+    );
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
 }

@@ -90,6 +90,11 @@ impl Conns {
         self.slab.try_remove(key)
     }
 
+    /// The keys of every pending connection.
+    pub fn keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slab.iter().map(|(key, _)| key)
+    }
+
     pub fn len(&self) -> usize {
         self.slab.len()
     }

@@ -41,6 +41,9 @@ const KILL_AFTER: Duration = Duration::from_secs(2);
 /// How long a channel waits before it sends again after the kernel ran short (`ENOBUFS`,
 /// `ETOOMANYREFS`, ...).
 const SEND_BACKOFF: Duration = Duration::from_millis(20);
+/// The most connections peeked at once: beyond, accepting pauses (clients wait in the backlog),
+/// so the master's memory for pending connections and their operations stays bounded.
+const MAX_PENDING: usize = 65_536;
 /// The listen backlog, where clients wait while no worker can take them.
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -80,17 +83,21 @@ struct Listener {
     rearm_at: Option<Instant>,
     /// The last accept error was logged (logged once until accept works again).
     error_logged: bool,
-    /// The accept has been armed before: arming it again is counted.
-    armed_once: bool,
+    /// The accept ended by itself (an error, or a full completion queue): arming it again is
+    /// counted as a re-arm.
+    ended: bool,
 }
 
 /// The shutdown's progress.
 #[derive(Debug)]
 struct Shutdown {
-    /// When the workers left get SIGTERM.
-    /// Set once nothing more can be routed (every accepted connection has been handed off and
-    /// the workers told to drain): the grace period counts from then.
+    /// When the workers left get SIGTERM. Set once nothing more can be routed (every accepted
+    /// connection has been handed off and the workers told to drain): the grace period counts
+    /// from then.
     term_at: Option<Instant>,
+    /// If routing has not finished by then (the peek deadline and the grace period after the
+    /// signal), what is left is closed and the workers are signalled: a shutdown always ends.
+    backstop: Instant,
     /// When the workers left get SIGKILL.
     kill_at: Option<Instant>,
 }
@@ -116,6 +123,8 @@ struct Master {
     next_seq: u64,
     shutdown: Option<Shutdown>,
     expired: Vec<usize>,
+    /// Whether the listeners should be accepting (the last decision of `update_accepting`).
+    accepting: bool,
 }
 
 /// Runs the dispatcher until a requested shutdown completes.
@@ -162,7 +171,7 @@ impl Master {
                 cancelling: false,
                 rearm_at: None,
                 error_logged: false,
-                armed_once: false,
+                ended: false,
             });
         }
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
@@ -203,6 +212,7 @@ impl Master {
             next_seq: 0,
             shutdown: None,
             expired: Vec::new(),
+            accepting: false,
             config,
         };
         for id in 0..master.config.workers {
@@ -267,6 +277,7 @@ impl Master {
             for slot in &self.slots {
                 self.metrics.set_unacked(slot.id, slot.held as u64);
             }
+            self.metrics.set_pending(self.conns.len() as u64);
             self.fire_timers(Instant::now());
         }
         let stranded = self.conns.len() + self.parked.len();
@@ -331,12 +342,17 @@ impl Master {
                 listener.rearm_at = None;
             }
         }
+        // The accept ended by itself (not by our cancel): arming it again is a re-arm.
+        let cancelled = matches!(&fd, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
+        if !more && !cancelled {
+            listener.ended = true;
+        }
         match fd {
             Ok(fd) => {
                 listener.error_logged = false;
                 self.admit(l as u16, fd);
             }
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => {}
+            Err(_) if cancelled => {}
             Err(e) => {
                 if !listener.error_logged {
                     warn!(
@@ -347,7 +363,7 @@ impl Master {
                     );
                     listener.error_logged = true;
                 }
-                if !more {
+                if !more && !closing {
                     listener.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
                 }
             }
@@ -416,7 +432,11 @@ impl Master {
             .live
             .iter()
             .any(|&w| self.slots[w as usize].held < max_queue);
-        let accepting = self.shutdown.is_none() && room;
+        let accepting = self.shutdown.is_none() && room && self.conns.len() < MAX_PENDING;
+        if self.accepting && !accepting && self.shutdown.is_none() {
+            self.metrics.accept_pause();
+        }
+        self.accepting = accepting;
         let now = Instant::now();
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             let Some(socket) = &listener.socket else {
@@ -428,10 +448,10 @@ impl Master {
             }
             match listener.accept {
                 None if accepting && listener.rearm_at.is_none_or(|at| at <= now) => {
-                    if listener.armed_once {
+                    if listener.ended {
                         self.metrics.accept_rearm();
+                        listener.ended = false;
                     }
-                    listener.armed_once = true;
                     listener.rearm_at = None;
                     listener.accept = Some(
                         self.ring
@@ -439,9 +459,6 @@ impl Master {
                     );
                 }
                 Some(op) if !accepting && !listener.cancelling => {
-                    if self.shutdown.is_none() {
-                        self.metrics.accept_pause();
-                    }
                     listener.cancelling = true;
                     self.ring.cancel(op, Token::Housekeeping.encode());
                 }
@@ -607,7 +624,7 @@ impl Master {
     fn route(&mut self, h: Handoff) {
         let exclude = h.exclude;
         let hash = h.rec.key_hash;
-        let max_queue = self.config.max_queue;
+        let max_queue = self.max_queue();
         let slots = &self.slots;
         let live = || self.live.iter().copied().filter(|&w| Some(w) != exclude);
         let chosen = match route::pick(hash, live()) {
@@ -622,21 +639,49 @@ impl Master {
             }
             None => None,
         };
+        let starting = self.slots.iter().any(|s| s.phase == Phase::Starting);
         match chosen {
             Some(w) => {
                 let slot = &mut self.slots[w as usize];
                 slot.held += 1;
                 slot.outbox.push_back(h);
             }
+            // The worker that returned it is the only one left: nowhere else to go.
+            None if exclude.is_some() && self.live.iter().all(|&w| Some(w) == exclude) => {
+                warn!(
+                    "the connection from {} was returned by the only live worker: closed",
+                    h.rec.peer
+                );
+                self.drop_handoff(h);
+            }
             // Every live worker is at its bound, or none is live yet: wait for room.
-            None if !self.live.is_empty() || self.shutdown.is_none() => self.parked.push(h),
+            None if self.shutdown.is_none() || !self.live.is_empty() || starting => {
+                self.parked.push(h);
+            }
             None => {
                 warn!(
                     "no worker can take the connection from {}: closed",
                     h.rec.peer
                 );
-                self.ring.close(h.fd, Token::Housekeeping.encode());
+                self.drop_handoff(h);
             }
+        }
+    }
+
+    /// Closes a connection the master gave up on after accepting it; counted.
+    fn drop_handoff(&mut self, h: Handoff) {
+        self.metrics.dropped(1);
+        self.ring.close(h.fd, Token::Housekeeping.encode());
+    }
+
+    /// The bound on a worker's unacknowledged connections. A shutdown has a finite set of
+    /// connections left to route: no bound then, so that none waits behind a stalled worker and
+    /// the drain can begin.
+    fn max_queue(&self) -> usize {
+        if self.shutdown.is_some() {
+            usize::MAX
+        } else {
+            self.config.max_queue
         }
     }
 
@@ -645,7 +690,7 @@ impl Master {
         if self.parked.is_empty() {
             return;
         }
-        let max_queue = self.config.max_queue;
+        let max_queue = self.max_queue();
         if self
             .live
             .iter()
@@ -740,14 +785,7 @@ impl Master {
             Err(e) => Some(e),
         };
         match (sending, error) {
-            (Some(Sending::Conns(batch)), None) => {
-                let now = now_ns();
-                for h in &batch {
-                    let waited = now.saturating_sub(h.rec.accepted_ns);
-                    self.metrics.handoff(Duration::from_nanos(waited));
-                }
-                slot.unacked.push_back(batch);
-            }
+            (Some(Sending::Conns(batch)), None) => slot.unacked.push_back(batch),
             (Some(Sending::Drain), None) => {
                 if let Some(channel) = &slot.channel {
                     if let Err(e) = sys::shutdown_write(channel.as_fd()) {
@@ -762,6 +800,7 @@ impl Master {
                 if let Some(channel) = &slot.channel {
                     let _ = sys::shutdown_write(channel.as_fd());
                 }
+                slot.kill_at = Some(Instant::now() + KILL_AFTER);
                 self.gone(w, "refused");
             }
             (Some(Sending::Welcome | Sending::Acked) | None, None) => {}
@@ -783,6 +822,7 @@ impl Master {
                 );
                 if transient {
                     debug!("worker {w}: channel send failed ({e}): retrying");
+                    self.metrics.send_retry();
                     slot.retry_at = Some(Instant::now() + SEND_BACKOFF);
                 } else {
                     // The channel is broken: make sure the worker is gone, so that its channel
@@ -800,7 +840,15 @@ impl Master {
     fn on_channel_recv(&mut self, w: u32, mut msg: InMsg, result: io::Result<usize>) {
         match result {
             Ok(0) => {
-                self.slots[w as usize].eof = true;
+                let slot = &mut self.slots[w as usize];
+                slot.eof = true;
+                if let (Some(pid), None) = (slot.pid, &self.shutdown) {
+                    // A worker without its channel is of no use: end it, so that its slot
+                    // gets a new one.
+                    debug!("worker {w} closed its channel but runs on: SIGTERM");
+                    let _ = sys::kill(pid, libc::SIGTERM);
+                    slot.kill_at = Some(Instant::now() + KILL_AFTER);
+                }
                 self.gone(w, "closed its channel");
             }
             Ok(_) if msg.truncated() => self.violation(w, "sent an oversized message"),
@@ -816,8 +864,10 @@ impl Master {
             // The worker has gone; what it sent before is still queued: read to the end.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) => {}
             Err(e) => {
+                // What it acknowledged may still be queued unread: never dispatch its
+                // connections again, make sure it is gone.
+                self.violation(w, &format!("has a broken channel ({e})"));
                 self.slots[w as usize].eof = true;
-                self.gone(w, &format!("channel receive failed: {e}"));
             }
         }
         let slot = &mut self.slots[w as usize];
@@ -880,16 +930,19 @@ impl Master {
             self.violation(w, "acknowledged a connection it was not sent");
             self.slots[w as usize].held -= batch.len();
             for h in batch {
-                self.ring.close(h.fd, Token::Housekeeping.encode());
+                self.drop_handoff(h);
             }
             return;
         }
         self.slots[w as usize].held -= batch.len();
+        let now = now_ns();
         let mut returned = 0u64;
         for mut h in batch {
             if seqs.contains(&h.rec.seq) {
                 // The worker has its own copy now.
                 self.metrics.dispatched(w, h.rec.listener);
+                let waited = now.saturating_sub(h.rec.accepted_ns);
+                self.metrics.handoff(Duration::from_nanos(waited));
                 self.ring.close(h.fd, Token::Housekeeping.encode());
             } else {
                 returned += 1;
@@ -899,7 +952,7 @@ impl Master {
         }
         if returned > 0 {
             self.metrics.returned(returned);
-            warn!("worker {w} returned {returned} connections (its fd limit?): sent elsewhere");
+            warn!("worker {w} returned {returned} connections (its fd limit?): routing them again");
         }
         self.unpark();
     }
@@ -947,7 +1000,7 @@ impl Master {
                 sent.len()
             );
             for h in sent {
-                self.ring.close(h.fd, Token::Housekeeping.encode());
+                self.drop_handoff(h);
             }
         } else if !sent.is_empty() {
             warn!(
@@ -955,11 +1008,13 @@ impl Master {
                 sent.len()
             );
             self.metrics.redispatched(sent.len() as u64);
-            for h in sent {
+            for mut h in sent {
+                h.exclude = None;
                 self.route(h);
             }
         }
-        for h in unsent {
+        for mut h in unsent {
+            h.exclude = None;
             self.route(h);
         }
         self.schedule_respawn(w);
@@ -1017,6 +1072,7 @@ impl Master {
                 slot.pid = None;
                 slot.pidfd = None;
                 self.gone(w, "lost");
+                self.schedule_respawn(w);
             }
         }
     }
@@ -1059,8 +1115,13 @@ impl Master {
         );
         self.shutdown = Some(Shutdown {
             term_at: None,
+            backstop: Instant::now() + self.config.peek_timeout + self.config.grace,
             kill_at: None,
         });
+        for slot in &mut self.slots {
+            // No restart during a shutdown.
+            slot.respawn_at = None;
+        }
         for listener in &mut self.listeners {
             match listener.accept {
                 Some(op) if !listener.cancelling => {
@@ -1082,6 +1143,37 @@ impl Master {
         }
     }
 
+    /// Ends a shutdown whose routing did not finish in time: closes what is left and lets the
+    /// workers be signalled.
+    fn shutdown_backstop(&mut self, now: Instant) {
+        let Some(shutdown) = &mut self.shutdown else {
+            return;
+        };
+        if shutdown.term_at.is_some() || now < shutdown.backstop {
+            return;
+        }
+        shutdown.term_at = Some(now);
+        let stranded = self.conns.len() + self.parked.len();
+        if stranded > 0 {
+            warn!(
+                "{stranded} connections could not be routed before the grace period ended: closed"
+            );
+        }
+        let keys: Vec<usize> = self.conns.keys().collect();
+        for key in keys {
+            if let Some(op) = self.conns.get_mut(key).and_then(|c| c.op) {
+                self.ring.cancel(op, Token::Housekeeping.encode());
+            }
+            if let Some(conn) = self.conns.remove(key) {
+                self.metrics.dropped(1);
+                self.ring.close(conn.fd, Token::Housekeeping.encode());
+            }
+        }
+        for h in std::mem::take(&mut self.parked) {
+            self.drop_handoff(h);
+        }
+    }
+
     fn signal_workers(&mut self, sig: i32) {
         for slot in &self.slots {
             if let Some(pid) = slot.pid {
@@ -1096,13 +1188,33 @@ impl Master {
     // ---- timers ----------------------------------------------------------------------------
 
     fn next_timer(&self) -> Option<Instant> {
-        let listeners = self.listeners.iter().filter_map(|l| l.rearm_at);
-        let channels = self.slots.iter().filter_map(|s| s.retry_at);
-        let restarts = self.slots.iter().filter_map(|s| s.respawn_at);
+        let listeners = self
+            .listeners
+            .iter()
+            .filter(|l| l.socket.is_some())
+            .filter_map(|l| l.rearm_at);
+        let channels = self
+            .slots
+            .iter()
+            .filter(|s| !s.eof && s.channel.is_some())
+            .filter_map(|s| s.retry_at);
+        let restarts = self
+            .slots
+            .iter()
+            .filter(|_| self.shutdown.is_none())
+            .filter_map(|s| s.respawn_at);
+        let kills = self.slots.iter().filter_map(|s| s.kill_at);
+        let backstop = self
+            .shutdown
+            .as_ref()
+            .filter(|s| s.term_at.is_none())
+            .map(|s| s.backstop);
         let shutdown = self.shutdown.as_ref().and_then(|s| s.kill_at.or(s.term_at));
         listeners
             .chain(channels)
             .chain(restarts)
+            .chain(kills)
+            .chain(backstop)
             .chain(shutdown)
             .chain(self.conns.next_deadline())
             .min()
@@ -1124,6 +1236,16 @@ impl Master {
         }
         self.expired = expired;
         self.respawn_due(now);
+        for slot in &mut self.slots {
+            if slot.kill_at.is_some_and(|at| at <= now) {
+                slot.kill_at = None;
+                if let Some(pid) = slot.pid {
+                    warn!("worker {} (pid {pid}) did not exit: SIGKILL", slot.id);
+                    let _ = sys::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        self.shutdown_backstop(now);
         self.update_accepting();
         let Some(shutdown) = &mut self.shutdown else {
             return;

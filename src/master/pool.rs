@@ -97,6 +97,8 @@ pub(crate) struct Slot {
     pub respawn_at: Option<Instant>,
     /// How the last process exited, for the restart's log line.
     pub last_exit: Option<std::process::ExitStatus>,
+    /// When to SIGKILL a process that closed its channel (or was refused) but did not exit.
+    pub kill_at: Option<Instant>,
 }
 
 impl Slot {
@@ -124,6 +126,7 @@ impl Slot {
             deaths,
             respawn_at: None,
             last_exit: None,
+            kill_at: None,
         }
     }
 

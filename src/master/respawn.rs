@@ -86,7 +86,11 @@ impl Master {
                     let slot = &mut self.slots[w];
                     slot.deaths = slot.deaths.saturating_add(1);
                     let delay = backoff(slot.deaths);
-                    warn!("cannot restart worker {id}: {e}; trying again in {delay:?}");
+                    if delay != backoff(slot.deaths - 1) {
+                        warn!("cannot restart worker {id}: {e}; trying again in {delay:?}");
+                    } else {
+                        debug!("cannot restart worker {id}: {e}; trying again in {delay:?}");
+                    }
                     slot.respawn_at = Some(now + delay);
                 }
             }

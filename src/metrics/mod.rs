@@ -56,6 +56,9 @@ pub struct Metrics {
     live: Box<[AtomicBool]>,
     accept_rearms: AtomicU64,
     accept_pauses: AtomicU64,
+    send_retries: AtomicU64,
+    dropped: AtomicU64,
+    pending: AtomicU64,
     handoff: Histogram,
 }
 
@@ -97,8 +100,28 @@ impl Metrics {
             live: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             accept_rearms: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
+            send_retries: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
             handoff: Histogram::new(),
         }
+    }
+
+    /// A channel send failed for want of kernel resources (`ENOBUFS`, `ETOOMANYREFS`, ...) and
+    /// will be tried again (`stickyd_channel_send_retries_total`).
+    pub fn send_retry(&self) {
+        self.send_retries.fetch_add(1, Relaxed);
+    }
+
+    /// Connections the master closed after accepting them, for want of a worker that could take
+    /// them or after a worker broke the protocol (`stickyd_dropped_total`).
+    pub fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Relaxed);
+    }
+
+    /// Connections accepted and still being peeked at (`stickyd_pending_connections`).
+    pub fn set_pending(&self, n: u64) {
+        self.pending.store(n, Relaxed);
     }
 
     /// A connection was accepted on `listener` (`stickyd_connections_accepted_total`).
@@ -241,7 +264,7 @@ impl Metrics {
             }
         }
 
-        let scalars: [(&str, &str, &AtomicU64); 10] = [
+        let scalars: [(&str, &str, &AtomicU64); 12] = [
             (
                 "stickyd_peek_timeouts_total",
                 "Connections that reached the peek deadline without a key.",
@@ -292,6 +315,17 @@ impl Metrics {
                 "Times accepting stopped because no worker could take a connection.",
                 &self.accept_pauses,
             ),
+            (
+                "stickyd_channel_send_retries_total",
+                "Worker channel sends tried again after the kernel ran short (ENOBUFS, ...).",
+                &self.send_retries,
+            ),
+            (
+                "stickyd_dropped_total",
+                "Connections closed by the master for want of a worker, or after a protocol \
+                 violation.",
+                &self.dropped,
+            ),
         ];
         for (name, help, count) in scalars {
             Family::counter(out, name, help).sample(out, &[], count.load(Relaxed));
@@ -324,6 +358,12 @@ impl Metrics {
             let live = u64::from(flag.load(Relaxed));
             family.sample(out, &[("worker", &worker.to_string())], live);
         }
+        Family::gauge(
+            out,
+            "stickyd_pending_connections",
+            "Connections accepted and still being peeked at for their key.",
+        )
+        .sample(out, &[], self.pending.load(Relaxed));
 
         self.handoff.render(
             out,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Metrics;
 use super::text;
 
-const FAMILIES: [(&str, &str); 16] = [
+const FAMILIES: [(&str, &str); 19] = [
     ("stickyd_connections_accepted_total", "counter"),
     ("stickyd_connections_dispatched_total", "counter"),
     ("stickyd_peek_timeouts_total", "counter"),
@@ -22,6 +22,9 @@ const FAMILIES: [(&str, &str); 16] = [
     ("stickyd_worker_live", "gauge"),
     ("stickyd_accept_rearms_total", "counter"),
     ("stickyd_accept_pauses_total", "counter"),
+    ("stickyd_channel_send_retries_total", "counter"),
+    ("stickyd_dropped_total", "counter"),
+    ("stickyd_pending_connections", "gauge"),
     ("stickyd_handoff_seconds", "histogram"),
 ];
 
@@ -238,7 +241,10 @@ fn out_of_range_indexes_are_ignored() {
     empty.dispatched(0, 0);
     empty.set_live(0, true);
     let out = rendered(&empty);
-    assert_eq!(out.lines().filter(|l| l.starts_with("# TYPE ")).count(), 16);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("# TYPE ")).count(),
+        FAMILIES.len()
+    );
     assert!(samples(&out, "stickyd_connections_").is_empty());
 }
 

@@ -76,7 +76,17 @@ impl Stickyd {
     ) -> Stickyd {
         let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
         let mut cmd = Command::new(program);
-        cmd.args(args)
+        let mut args: Vec<&str> = args.to_vec();
+        // The suite runs against each backend: STICKYD_TEST_BACKEND=epoll picks the other one.
+        let backend = std::env::var("STICKYD_TEST_BACKEND").ok();
+        if let Some(backend) = &backend {
+            if !args.contains(&"--backend") {
+                let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+                args.insert(at, "--backend");
+                args.insert(at + 1, backend);
+            }
+        }
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -3,8 +3,8 @@
 use std::io;
 use std::os::fd::OwnedFd;
 
-use crate::inflight::OpId;
 use crate::msg::{InMsg, OutMsg};
+use crate::op_id::OpId;
 
 /// One completion taken from the ring.
 #[derive(Debug)]

@@ -1,4 +1,5 @@
-//! The io_uring event loop of stickyd: typed, safe operations over the `io-uring` crate.
+//! The event loop of stickyd: typed, safe operations over io_uring, or over epoll where
+//! io_uring is refused.
 //!
 //! A [`Ring`] queues operations (multishot accept, recv, poll, sendmsg, recvmsg, close, timeout,
 //! cancel), each identified by an [`OpId`] and tagged with a caller-chosen `token`. Every
@@ -7,6 +8,10 @@
 //! bytes in it, a message comes back for reuse, an accepted connection arrives as an [`OwnedFd`].
 //! File descriptors go in as [`BorrowedFd`]s (or as an [`OwnedFd`] that an operation consumes)
 //! and come out as [`OwnedFd`]s; raw numbers exist only at the syscall boundary.
+//!
+//! The same operations run on two backends ([`BackendKind`]): io_uring ([`Ring::uring`], also
+//! [`Ring::new`]) and an epoll emulation ([`Ring::epoll`]) for hosts where io_uring is refused
+//! (Docker's default seccomp profile, the `kernel.io_uring_disabled` sysctl) or incomplete.
 //!
 //! [`sys`] holds the few synchronous syscalls the master's event loop needs beside the ring
 //! (signalfd, pidfd, `SO_RCVLOWAT`, the worker channel's socket pair, spawning a worker).
@@ -23,11 +28,11 @@
 //! use stickyd_ring::{Outcome, Ring};
 //!
 //! # fn main() -> std::io::Result<()> {
-//! let mut ring = match Ring::new(64) {
-//!     Ok(ring) => ring,
-//!     // io_uring may be refused here (seccomp, sysctl) or the kernel too old.
-//!     Err(e) => { eprintln!("skipped: {e}"); return Ok(()); }
-//! };
+//! // io_uring may be refused here (seccomp, sysctl) or the kernel too old: fall back.
+//! let mut ring = Ring::new(64).or_else(|e| {
+//!     eprintln!("io_uring unavailable ({e}): using epoll");
+//!     Ring::epoll()
+//! })?;
 //! let listener = TcpListener::bind("127.0.0.1:0")?;
 //! let accept = ring.accept_multi(listener.as_fd(), 1);
 //! let mut client = TcpStream::connect(listener.local_addr()?)?;
@@ -68,17 +73,17 @@
 #![deny(missing_docs)]
 
 mod completion;
-mod inflight;
+mod epoll;
 mod msg;
-mod op;
-mod probe;
+mod op_id;
 mod ring;
 pub mod sys;
+mod uring;
 
 pub use completion::{Completion, Outcome};
-pub use inflight::OpId;
 pub use msg::{InMsg, OutMsg};
-pub use ring::Ring;
+pub use op_id::OpId;
+pub use ring::{BackendKind, Ring};
 
 #[cfg(doc)]
 use std::os::fd::{BorrowedFd, OwnedFd};

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::ptr;
 
 /// Return values that signal failure with -1 and errno.
-trait MinusOne: Copy + PartialEq {
+pub(crate) trait MinusOne: Copy + PartialEq {
     const MINUS_ONE: Self;
 }
 
@@ -32,7 +32,7 @@ impl MinusOne for isize {
 }
 
 /// A syscall's return value as `io::Result`: -1 becomes the thread's errno.
-fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
+pub(crate) fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
     if res == T::MINUS_ONE {
         Err(io::Error::last_os_error())
     } else {
@@ -41,7 +41,7 @@ fn cvt<T: MinusOne>(res: T) -> io::Result<T> {
 }
 
 /// `e` with `what` in front of its message, keeping its kind.
-fn context(what: &str, e: io::Error) -> io::Error {
+pub(crate) fn context(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 

@@ -6,11 +6,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd};
 
-use stickyd_ring::Outcome;
+use stickyd_ring::{Outcome, Ring};
 
-#[test]
-fn multishot_accept_yields_working_connections() {
-    let Some(mut ring) = util::ring() else { return };
+fn multishot_accept_yields_working_connections(mut ring: Ring) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = ring.accept_multi(listener.as_fd(), 7);
@@ -51,9 +49,7 @@ fn multishot_accept_yields_working_connections() {
     assert_eq!(seen, b"abc");
 }
 
-#[test]
-fn cancelled_accept_ends_and_can_be_rearmed() {
-    let Some(mut ring) = util::ring() else { return };
+fn cancelled_accept_ends_and_can_be_rearmed(mut ring: Ring) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let accept = ring.accept_multi(listener.as_fd(), 1);
@@ -96,3 +92,8 @@ fn cancelled_accept_ends_and_can_be_rearmed() {
         }
     ));
 }
+
+on_both_backends!(
+    multishot_accept_yields_working_connections,
+    cancelled_accept_ends_and_can_be_rearmed,
+);

@@ -6,11 +6,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use stickyd_ring::{InMsg, sys};
+use stickyd_ring::{InMsg, Ring, sys};
 
-#[test]
-fn drop_with_pending_recv_accept_and_recvmsg() {
-    let Some(mut ring) = util::ring() else { return };
+fn drop_with_pending_recv_accept_and_recvmsg(mut ring: Ring) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let (_client, server) = util::tcp_pair();
     let (_master, worker) = sys::seqpacket_pair().unwrap();
@@ -30,9 +28,7 @@ fn drop_with_pending_recv_accept_and_recvmsg() {
     drop(conn);
 }
 
-#[test]
-fn drop_with_queued_but_unsubmitted_ops() {
-    let Some(mut ring) = util::ring() else { return };
+fn drop_with_queued_but_unsubmitted_ops(mut ring: Ring) {
     let (_client, server) = util::tcp_pair();
     for token in 0..100 {
         ring.recv(server.as_fd(), Vec::with_capacity(64), 0, token);
@@ -40,10 +36,8 @@ fn drop_with_queued_but_unsubmitted_ops() {
     drop(ring);
 }
 
-#[test]
-fn drop_closes_accepted_but_unreaped_connections() {
+fn drop_closes_accepted_but_unreaped_connections(mut ring: Ring) {
     use std::io::Read;
-    let Some(mut ring) = util::ring() else { return };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     ring.accept_multi(listener.as_fd(), 1);
     ring.submit().unwrap();
@@ -64,3 +58,9 @@ fn drop_closes_accepted_but_unreaped_connections() {
         }
     }
 }
+
+on_both_backends!(
+    drop_with_pending_recv_accept_and_recvmsg,
+    drop_with_queued_but_unsubmitted_ops,
+    drop_closes_accepted_but_unreaped_connections,
+);

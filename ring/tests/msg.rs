@@ -42,9 +42,7 @@ fn pipe() -> (File, File) {
     }
 }
 
-#[test]
-fn three_fds_travel_and_work() {
-    let Some(mut ring) = util::ring() else { return };
+fn three_fds_travel_and_work(mut ring: Ring) {
     let (master, worker) = sys::seqpacket_pair().unwrap();
     let pipes: Vec<(File, File)> = (0..3).map(|_| pipe()).collect();
     let write_ends: Vec<BorrowedFd<'_>> = pipes.iter().map(|(_, w)| w.as_fd()).collect();
@@ -78,9 +76,7 @@ fn three_fds_travel_and_work() {
     assert!(msg.take_fds().is_empty());
 }
 
-#[test]
-fn truncation_is_reported() {
-    let Some(mut ring) = util::ring() else { return };
+fn truncation_is_reported(mut ring: Ring) {
     let (master, worker) = sys::seqpacket_pair().unwrap();
     let pipes: Vec<(File, File)> = (0..3).map(|_| pipe()).collect();
     let fds: Vec<BorrowedFd<'_>> = pipes.iter().map(|(r, _)| r.as_fd()).collect();
@@ -111,9 +107,7 @@ fn truncation_is_reported() {
     assert!(!msg.truncated());
 }
 
-#[test]
-fn peer_gone_reads_zero() {
-    let Some(mut ring) = util::ring() else { return };
+fn peer_gone_reads_zero(mut ring: Ring) {
     let (master, worker) = sys::seqpacket_pair().unwrap();
     drop(master);
     let (msg, n) = receive(&mut ring, worker.as_fd(), InMsg::new(16, 4));
@@ -121,9 +115,7 @@ fn peer_gone_reads_zero() {
     assert!(msg.data().is_empty());
 }
 
-#[test]
-fn send_to_a_closed_peer_is_an_error_not_a_signal() {
-    let Some(mut ring) = util::ring() else { return };
+fn send_to_a_closed_peer_is_an_error_not_a_signal(mut ring: Ring) {
     let (master, worker) = sys::seqpacket_pair().unwrap();
     drop(worker);
     let op = ring.send_msg(master.as_fd(), OutMsg::new(b"DRAIN".to_vec(), &[]), 1);
@@ -135,3 +127,10 @@ fn send_to_a_closed_peer_is_an_error_not_a_signal() {
         other => panic!("unexpected {other:?}"),
     }
 }
+
+on_both_backends!(
+    three_fds_travel_and_work,
+    truncation_is_reported,
+    peer_gone_reads_zero,
+    send_to_a_closed_peer_is_an_error_not_a_signal,
+);

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use stickyd_ring::{Outcome, Ring};
 
-#[test]
-fn close_through_the_ring() {
-    let Some(mut ring) = util::ring() else { return };
+fn close_through_the_ring(mut ring: Ring) {
     let (mut client, server) = util::tcp_pair();
     let op = ring.close(server, 4);
     let c = util::completion_of(&mut ring, op);
@@ -25,9 +23,7 @@ fn close_through_the_ring() {
     );
 }
 
-#[test]
-fn timeout_fires() {
-    let Some(mut ring) = util::ring() else { return };
+fn timeout_fires(mut ring: Ring) {
     let op = ring.timeout(Duration::from_millis(10), 8);
     let c = util::completion_of(&mut ring, op);
     assert_eq!(c.token, 8);
@@ -35,9 +31,7 @@ fn timeout_fires() {
     assert_eq!(ring.in_flight(), 0);
 }
 
-#[test]
-fn cancel_a_pending_poll_and_a_timer() {
-    let Some(mut ring) = util::ring() else { return };
+fn cancel_a_pending_poll_and_a_timer(mut ring: Ring) {
     let (_client, server) = util::tcp_pair();
     let poll = ring.poll(server.as_fd(), libc::POLLIN as u32, 1);
     let timer = ring.timeout(Duration::from_secs(3600), 2);
@@ -69,9 +63,7 @@ fn cancel_a_pending_poll_and_a_timer() {
     assert_eq!(ring.in_flight(), 0);
 }
 
-#[test]
-fn cancel_of_a_finished_op_is_harmless() {
-    let Some(mut ring) = util::ring() else { return };
+fn cancel_of_a_finished_op_is_harmless(mut ring: Ring) {
     let done = ring.timeout(Duration::ZERO, 1);
     util::completion_of(&mut ring, done);
     // The finished op's slot is reused by a new, pending op; the stale cancel must miss it.
@@ -88,15 +80,13 @@ fn cancel_of_a_finished_op_is_harmless() {
     let _ = pending;
 }
 
-#[test]
-fn short_wait_returns_without_completions() {
-    let Some(mut ring) = util::ring() else { return };
+fn short_wait_returns_without_completions(mut ring: Ring) {
     let (_client, server) = util::tcp_pair();
     ring.poll(server.as_fd(), libc::POLLIN as u32, 1);
     ring.wait(Some(Duration::from_millis(10))).unwrap();
     assert!(ring.next_completion().is_none());
     // And with nothing in flight at all.
-    let mut idle = Ring::new(4).unwrap();
+    let mut idle = util::ring(ring.kind()).unwrap();
     idle.wait(Some(Duration::from_millis(1))).unwrap();
     assert!(idle.next_completion().is_none());
 }
@@ -156,3 +146,11 @@ fn accepted_connections_beyond_the_cq_are_not_lost() {
         }
     }
 }
+
+on_both_backends!(
+    close_through_the_ring,
+    timeout_fires,
+    cancel_a_pending_poll_and_a_timer,
+    cancel_of_a_finished_op_is_harmless,
+    short_wait_returns_without_completions,
+);

@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use stickyd_ring::{Outcome, sys};
+use stickyd_ring::{Outcome, Ring, sys};
 
 const EVENTS: u32 = (libc::POLLIN | libc::POLLRDHUP) as u32;
 /// Long enough for a loopback segment to arrive; only used to show that nothing fires.
@@ -20,9 +20,7 @@ fn revents(outcome: Outcome) -> u32 {
     }
 }
 
-#[test]
-fn poll_waits_for_data() {
-    let Some(mut ring) = util::ring() else { return };
+fn poll_waits_for_data(mut ring: Ring) {
     let (mut client, server) = util::tcp_pair();
     let op = ring.poll(server.as_fd(), EVENTS, 5);
     assert!(util::drain_for(&mut ring, QUIET).is_empty(), "no data yet");
@@ -35,9 +33,7 @@ fn poll_waits_for_data() {
     assert_eq!(ring.in_flight(), 0, "a one-shot poll is done");
 }
 
-#[test]
-fn rcvlowat_holds_the_poll_until_enough_bytes() {
-    let Some(mut ring) = util::ring() else { return };
+fn rcvlowat_holds_the_poll_until_enough_bytes(mut ring: Ring) {
     let (mut client, server) = util::tcp_pair();
     sys::set_rcvlowat(server.as_fd(), 10).unwrap();
     let op = ring.poll(server.as_fd(), EVENTS, 1);
@@ -51,9 +47,7 @@ fn rcvlowat_holds_the_poll_until_enough_bytes() {
     assert_ne!(bits & libc::POLLIN as u32, 0);
 }
 
-#[test]
-fn shutdown_fires_rdhup_below_rcvlowat() {
-    let Some(mut ring) = util::ring() else { return };
+fn shutdown_fires_rdhup_below_rcvlowat(mut ring: Ring) {
     let (mut client, server) = util::tcp_pair();
     sys::set_rcvlowat(server.as_fd(), 100).unwrap();
     let op = ring.poll(server.as_fd(), EVENTS, 1);
@@ -65,9 +59,7 @@ fn shutdown_fires_rdhup_below_rcvlowat() {
     assert_ne!(bits & libc::POLLIN as u32, 0, "revents {bits:#x}");
 }
 
-#[test]
-fn close_fires_rdhup() {
-    let Some(mut ring) = util::ring() else { return };
+fn close_fires_rdhup(mut ring: Ring) {
     let (client, server) = util::tcp_pair();
     sys::set_rcvlowat(server.as_fd(), 100).unwrap();
     let op = ring.poll(server.as_fd(), EVENTS, 1);
@@ -76,3 +68,10 @@ fn close_fires_rdhup() {
     let bits = revents(util::completion_of(&mut ring, op).outcome);
     assert_ne!(bits & libc::POLLRDHUP as u32, 0, "revents {bits:#x}");
 }
+
+on_both_backends!(
+    poll_waits_for_data,
+    rcvlowat_holds_the_poll_until_enough_bytes,
+    shutdown_fires_rdhup_below_rcvlowat,
+    close_fires_rdhup,
+);

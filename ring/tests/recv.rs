@@ -6,13 +6,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::AsFd;
 
-use stickyd_ring::Outcome;
+use stickyd_ring::{Outcome, Ring};
 
 const PEEK: i32 = libc::MSG_PEEK | libc::MSG_DONTWAIT;
 
-#[test]
-fn peek_leaves_the_bytes_for_a_later_read() {
-    let Some(mut ring) = util::ring() else { return };
+fn peek_leaves_the_bytes_for_a_later_read(mut ring: Ring) {
     let (mut client, server) = util::tcp_pair();
     client
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -44,9 +42,7 @@ fn peek_leaves_the_bytes_for_a_later_read() {
     );
 }
 
-#[test]
-fn peek_on_an_empty_socket_would_block() {
-    let Some(mut ring) = util::ring() else { return };
+fn peek_on_an_empty_socket_would_block(mut ring: Ring) {
     let (_client, server) = util::tcp_pair();
     let op = ring.recv(server.as_fd(), Vec::with_capacity(64), PEEK, 1);
     let c = util::completion_of(&mut ring, op);
@@ -59,12 +55,16 @@ fn peek_on_an_empty_socket_would_block() {
     assert_eq!(buf.capacity(), 64, "the buffer comes back");
 }
 
-#[test]
-fn recv_reports_end_of_file() {
-    let Some(mut ring) = util::ring() else { return };
+fn recv_reports_end_of_file(mut ring: Ring) {
     let (client, server) = util::tcp_pair();
     drop(client);
     let op = ring.recv(server.as_fd(), Vec::with_capacity(16), 0, 1);
     let c = util::completion_of(&mut ring, op);
     assert!(matches!(c.outcome, Outcome::Received { result: Ok(0), .. }));
 }
+
+on_both_backends!(
+    peek_leaves_the_bytes_for_a_later_read,
+    peek_on_an_empty_socket_would_block,
+    recv_reports_end_of_file,
+);

@@ -9,11 +9,9 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stickyd_ring::{Outcome, sys};
+use stickyd_ring::{Outcome, Ring, sys};
 
-#[test]
-fn pidfd_becomes_readable_when_the_child_exits() {
-    let Some(mut ring) = util::ring() else { return };
+fn pidfd_becomes_readable_when_the_child_exits(mut ring: Ring) {
     let mut child = Command::new("true").spawn().unwrap();
     let pidfd = sys::pidfd_open(child.id()).unwrap();
     let op = ring.poll(pidfd.as_fd(), libc::POLLIN as u32, 1);
@@ -41,9 +39,7 @@ fn signalfd_reads_a_signal_sent_to_this_thread() {
     assert_eq!(sys::read_signal(fd.as_fd()).unwrap(), None);
 }
 
-#[test]
-fn signalfd_is_polled_on_the_ring() {
-    let Some(mut ring) = util::ring() else { return };
+fn signalfd_is_polled_on_the_ring(mut ring: Ring) {
     let fd = sys::signalfd(&[libc::SIGUSR2]).unwrap();
     let op = ring.poll(fd.as_fd(), libc::POLLIN as u32, 1);
     ring.submit().unwrap();
@@ -225,3 +221,8 @@ fn listen_sets_a_new_backlog_on_a_listening_socket() {
         "a connected pair cannot listen"
     );
 }
+
+on_both_backends!(
+    pidfd_becomes_readable_when_the_child_exits,
+    signalfd_is_polled_on_the_ring,
+);

@@ -1,24 +1,58 @@
-//! Helpers shared by the integration tests: a ring (or a skip), bounded waits, TCP pairs.
+//! Helpers shared by the integration tests: a ring of either backend (or a skip), bounded
+//! waits, TCP pairs, and [`on_both_backends!`] to run a test on io_uring and on epoll.
 #![allow(dead_code)]
 
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use stickyd_ring::{Completion, OpId, Ring};
+use stickyd_ring::{BackendKind, Completion, OpId, Ring};
 
 /// Upper bound for any wait in these tests: they fail instead of hanging.
 pub const LIMIT: Duration = Duration::from_secs(5);
 
-/// A ring, or None (with a message) when this kernel cannot run stickyd's ring.
-pub fn ring() -> Option<Ring> {
-    match Ring::new(32) {
+/// A ring of `kind`, or None (with a message) when this host cannot run it (io_uring refused
+/// or incomplete).
+pub fn ring(kind: BackendKind) -> Option<Ring> {
+    let ring = match kind {
+        BackendKind::Uring => Ring::uring(32),
+        BackendKind::Epoll => Ring::epoll(),
+    };
+    match ring {
         Ok(ring) => Some(ring),
         Err(e) => {
-            eprintln!("skipped: {e}");
+            eprintln!("skipped ({kind}): {e}");
             None
         }
     }
+}
+
+/// Generates, for each `fn name(ring: Ring)` listed, the tests `uring::name` and `epoll::name`
+/// running it on a fresh ring of each backend (skipped where the backend is unavailable).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(ring) = $crate::util::ring(stickyd_ring::BackendKind::Uring) {
+                        super::$name(ring);
+                    }
+                }
+            )*
+        }
+        mod epoll {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(ring) = $crate::util::ring(stickyd_ring::BackendKind::Epoll) {
+                        super::$name(ring);
+                    }
+                }
+            )*
+        }
+    };
 }
 
 /// The next completion, waiting up to [`LIMIT`].

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
 
-use crate::inflight::Cqe;
+use super::inflight::Cqe;
 
 /// user_data of the probe's multishot accept.
 const PROBE_ACCEPT: u64 = u64::MAX - 1;

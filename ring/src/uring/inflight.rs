@@ -10,9 +10,8 @@
 //! never inline in the slot: the slab may grow and move its slots, which moves the handles but
 //! not the memory they own.
 //!
-//! The submission's `user_data` is the slot key in its low 32 bits and a per-ring generation in
-//! its high 32 bits, so an [`OpId`] whose operation has finished never matches the slot's next
-//! occupant: cancelling it finds nothing (ENOENT) instead of cancelling someone else's operation.
+//! The submission's `user_data` is the operation's [`OpId`]: slot key and generation, so a
+//! finished operation's id never matches the slot's next occupant.
 
 use std::mem;
 use std::os::fd::RawFd;
@@ -21,33 +20,10 @@ use io_uring::cqueue;
 use io_uring::types::Timespec;
 use slab::Slab;
 
+use super::op;
 use crate::completion::Completion;
 use crate::msg::{InMsg, OutMsg};
-use crate::op;
-
-/// Identifies one in-flight operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct OpId(u64);
-
-impl OpId {
-    fn new(key: usize, generation: u32) -> OpId {
-        // Slab keys stay far below 2^32: every slot costs tens of bytes.
-        OpId((u64::from(generation) << 32) | (key as u64 & 0xffff_ffff))
-    }
-
-    /// The `user_data` of this operation's submission and completions.
-    pub(crate) fn user_data(self) -> u64 {
-        self.0
-    }
-
-    fn key(self) -> usize {
-        (self.0 & 0xffff_ffff) as usize
-    }
-
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-}
+use crate::op_id::OpId;
 
 /// What an in-flight operation owns until its final completion.
 pub(crate) enum Owned {
@@ -118,7 +94,7 @@ impl InFlight {
     /// Turns a completion into its typed outcome, freeing the slot on the final one.
     /// Returns `None` for a completion that belongs to no operation of ours (internal requests).
     pub(crate) fn complete(&mut self, cqe: Cqe) -> Option<Completion> {
-        let id = OpId(cqe.user_data);
+        let id = OpId::from_user_data(cqe.user_data);
         let key = id.key();
         let slot = self.slots.get(key)?;
         if slot.generation != id.generation() {

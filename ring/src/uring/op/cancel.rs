@@ -3,7 +3,7 @@
 use io_uring::{opcode, squeue};
 
 use crate::completion::Outcome;
-use crate::inflight::OpId;
+use crate::op_id::OpId;
 
 /// A request to cancel `target`. The target still completes on its own (usually ECANCELED).
 pub(crate) fn entry(target: OpId) -> squeue::Entry {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::config::{
-    Config, DEFAULT_LISTEN, ListenSpec, OnTimeout, WorkerCommand, parse_duration, parse_size,
+    Backend, Config, DEFAULT_LISTEN, ListenSpec, OnTimeout, WorkerCommand, parse_duration,
+    parse_size,
 };
 use crate::decide::KeyPlan;
 use crate::keys::{Cidr, KeyRule, Trust};
@@ -77,6 +78,10 @@ pub struct Cli {
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// The event loop: io_uring, epoll, or io_uring where the kernel allows it
+    #[arg(long, value_name = "KIND", value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
 
     /// How long a shutdown waits for workers to drain before signalling them
     #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
@@ -161,6 +166,7 @@ impl Cli {
             proxy_protocol: self.proxy_protocol,
             max_queue: self.max_queue as usize,
             metrics: self.metrics,
+            backend: self.backend,
             grace: self.grace,
             worker_command,
         })

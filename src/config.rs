@@ -30,6 +30,8 @@ pub struct Config {
     pub max_queue: usize,
     /// Where to serve Prometheus metrics and the health check.
     pub metrics: Option<SocketAddr>,
+    /// Which event loop drives the master.
+    pub backend: Backend,
     /// How long a shutdown waits for draining workers before it signals them.
     pub grace: Duration,
     /// The worker program; `None` runs the built-in hello worker.
@@ -89,6 +91,18 @@ pub enum OnTimeout {
     Fallback,
     /// Close the connection.
     Close,
+}
+
+/// What `--backend` selects.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// io_uring if the kernel allows it, else epoll (with one log line saying why).
+    #[default]
+    Auto,
+    /// io_uring only: fail if it is refused.
+    Uring,
+    /// epoll, even where io_uring works.
+    Epoll,
 }
 
 /// A worker program and its arguments.

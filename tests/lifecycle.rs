@@ -9,12 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use stickyd::keys::Key;
-use stickyd::route::{key_hash, pick};
 use util::*;
-
-fn owner(key: Key<'_>, workers: u32) -> u32 {
-    pick(key_hash(key), 0..workers).expect("a worker")
-}
 
 /// A session key that goes to `worker` among `workers` when all are live.
 fn session_for(worker: u32, workers: u32) -> String {
@@ -30,23 +25,6 @@ fn send_session(s: &Stickyd, session: &str) -> TcpStream {
     c.write_all(request("/", &[&format!("X-Session: {session}")]).as_bytes())
         .unwrap();
     c
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a pid of ours; no memory is involved.
-    let rc = unsafe { libc::kill(pid as i32, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig})");
-}
-
-/// The pid of the worker in slot `id`, from the master's last `worker N ready (pid P)` line.
-fn worker_pid(s: &Stickyd, id: u32) -> u32 {
-    let prefix = format!("worker {id} ready (pid ");
-    s.log()
-        .iter()
-        .rev()
-        .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest))
-        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no ready line for worker {id}"))
 }
 
 fn ready_count(s: &Stickyd, id: u32) -> usize {
@@ -98,7 +76,7 @@ fn a_killed_worker_comes_back_and_only_its_keys_move_meanwhile() {
         .map(|&ip| (ip, get(s.addr(), Some(ip), "/", &[]).worker()))
         .collect();
     let victim = before[&sources[0]];
-    let pid = worker_pid(&s, victim);
+    let pid = s.worker_pid(victim);
     signal(pid, libc::SIGKILL);
     // Every request is served, and no healthy key moves, whether the victim is back yet or not.
     for &ip in &sources {
@@ -118,7 +96,7 @@ fn a_killed_worker_comes_back_and_only_its_keys_move_meanwhile() {
         "worker {victim} was not restarted; log: {:#?}",
         s.log()
     );
-    assert_ne!(worker_pid(&s, victim), pid);
+    assert_ne!(s.worker_pid(victim), pid);
     for &ip in &sources {
         assert_eq!(get(s.addr(), Some(ip), "/", &[]).worker(), before[&ip]);
     }
@@ -139,7 +117,7 @@ fn connections_queued_at_a_stopped_worker_that_dies_are_served_by_another() {
     );
     let victim = 1;
     let session = session_for(victim, 2);
-    let pid = worker_pid(&s, victim);
+    let pid = s.worker_pid(victim);
     signal(pid, libc::SIGSTOP);
     let mut clients: Vec<_> = (0..6).map(|_| send_session(&s, &session)).collect();
     // Handed to the stopped worker: no answer comes.
@@ -178,7 +156,7 @@ fn a_stalled_worker_at_max_queue_spills_its_keys_to_the_next() {
     );
     let stalled = 0;
     let session = session_for(stalled, 2);
-    let pid = worker_pid(&s, stalled);
+    let pid = s.worker_pid(stalled);
     signal(pid, libc::SIGSTOP);
     let mut queued: Vec<_> = (0..4).map(|_| send_session(&s, &session)).collect();
     // Give the master time to hand the four over before the fifth arrives.
@@ -239,7 +217,7 @@ fn with_every_worker_down_clients_wait_and_are_served_when_one_is_back() {
     );
     let metrics = metrics_addr(&s);
     for id in 0..2 {
-        signal(worker_pid(&s, id), libc::SIGKILL);
+        signal(s.worker_pid(id), libc::SIGKILL);
     }
     assert!(eventually(TIMEOUT, || scrape(metrics, "/healthz").0 == 503));
     let started = Instant::now();
@@ -379,7 +357,7 @@ fn a_shutdown_ends_even_with_connections_waiting_behind_a_stalled_worker() {
         ],
         1,
     );
-    let pid = worker_pid(&s, 0);
+    let pid = s.worker_pid(0);
     signal(pid, libc::SIGSTOP);
     let _clients: Vec<_> = (0..5).map(|i| send_session(&s, &format!("s{i}"))).collect();
     std::thread::sleep(Duration::from_millis(300));

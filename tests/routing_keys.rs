@@ -11,13 +11,7 @@ use std::io::{Read, Write};
 use std::net::IpAddr;
 
 use stickyd::keys::Key;
-use stickyd::route::{key_hash, pick};
 use util::*;
-
-/// The worker a key goes to when `workers` workers are all live.
-fn owner(key: Key<'_>, workers: u32) -> u32 {
-    pick(key_hash(key), 0..workers).expect("a worker")
-}
 
 fn start(workers: u32, extra: &[&str]) -> Stickyd {
     let n = workers.to_string();

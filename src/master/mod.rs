@@ -22,7 +22,7 @@ use log::{debug, error, info, warn};
 use stickyd_ring::{Completion, InMsg, OpId, OutMsg, Outcome, Ring, sys};
 use stickyd_worker::wire::{self, ConnRecord, Message, Welcome};
 
-use crate::config::Config;
+use crate::config::{Backend, Config};
 use crate::keys::{Key, fold_addr};
 use crate::metrics::{self, Metrics};
 use crate::route;
@@ -151,7 +151,18 @@ impl Master {
         }
         let signals = sys::signalfd(&[libc::SIGTERM, libc::SIGINT])
             .map_err(setup("cannot set up the signal fd"))?;
-        let ring = Ring::new(RING_ENTRIES).map_err(Error::Ring)?;
+        let ring = match config.backend {
+            Backend::Uring => Ring::uring(RING_ENTRIES).map_err(Error::Ring)?,
+            Backend::Epoll => Ring::epoll().map_err(setup("cannot set up epoll"))?,
+            Backend::Auto => match Ring::uring(RING_ENTRIES) {
+                Ok(ring) => ring,
+                Err(e) => {
+                    warn!("io_uring is not available ({e}): using the epoll backend");
+                    Ring::epoll().map_err(setup("cannot set up epoll"))?
+                }
+            },
+        };
+        debug!("event loop: {}", ring.kind());
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for spec in &config.listeners {

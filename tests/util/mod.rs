@@ -78,7 +78,9 @@ impl Stickyd {
         let mut cmd = Command::new(program);
         let mut args: Vec<&str> = args.to_vec();
         // The suite runs against each backend: STICKYD_TEST_BACKEND=epoll picks the other one.
-        let backend = std::env::var("STICKYD_TEST_BACKEND").ok();
+        let backend = std::env::var("STICKYD_TEST_BACKEND")
+            .ok()
+            .filter(|b| !b.is_empty());
         if let Some(backend) = &backend {
             if !args.contains(&"--backend") {
                 let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
@@ -232,6 +234,17 @@ impl Stickyd {
         }
     }
 
+    /// The pid of the worker in slot `id`, from the last `worker N ready (pid P)` line.
+    pub fn worker_pid(&self, id: u32) -> u32 {
+        let prefix = format!("worker {id} ready (pid ");
+        self.log()
+            .iter()
+            .rev()
+            .find_map(|l| l.split_once(&prefix).map(|(_, rest)| rest.to_owned()))
+            .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+            .unwrap_or_else(|| panic!("no ready line for worker {id}"))
+    }
+
     /// The master's worker processes (its children).
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.pid)
@@ -262,6 +275,18 @@ impl Drop for Stickyd {
             }
         }
     }
+}
+
+/// The worker a key goes to when `workers` workers are all live.
+pub fn owner(key: stickyd::keys::Key<'_>, workers: u32) -> u32 {
+    stickyd::route::pick(stickyd::route::key_hash(key), 0..workers).expect("a worker")
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid of a process we started; no memory is involved.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
 
 /// Processes whose parent is `pid`.

@@ -304,17 +304,7 @@ fn metrics_add_up_to_the_requests_made() {
 
 #[test]
 fn draining_lets_a_worker_finish_the_connections_it_holds() {
-    let exe = std::env::current_exe().unwrap();
-    let long_poll = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples/long_poll");
-    assert!(
-        long_poll.exists(),
-        "{} is missing: run `cargo build --workspace --bins --examples` first",
-        long_poll.display()
-    );
+    let long_poll = example_bin("long_poll");
     let mut s = Stickyd::start_ready(
         &[
             "--listen",

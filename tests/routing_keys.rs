@@ -268,17 +268,7 @@ fn a_proxy_header_from_an_untrusted_peer_closes_the_connection() {
 
 #[test]
 fn a_custom_key_function_routes_by_a_path_segment() {
-    let exe = std::env::current_exe().unwrap();
-    let example = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("examples/path_token");
-    assert!(
-        example.exists(),
-        "{} is missing: run `cargo build --workspace --bins --examples` first",
-        example.display()
-    );
+    let example = example_bin("path_token");
     let s = Stickyd::start_program(&example, &["--listen", "127.0.0.1:0", "--workers", "4"]);
     s.wait_ready(4);
     let mut seen = HashSet::new();

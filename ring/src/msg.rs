@@ -19,6 +19,32 @@ struct Header {
 }
 
 impl Header {
+    /// Points the header at `len` bytes of `data` and the first `control_len` bytes of
+    /// `control` (none when 0); returns the msghdr for the syscall or SQE.
+    fn point(
+        &mut self,
+        data: *mut u8,
+        len: usize,
+        control: &mut [u64],
+        control_len: usize,
+    ) -> *mut libc::msghdr {
+        self.iov.iov_base = data.cast();
+        self.iov.iov_len = len;
+        self.hdr.msg_name = ptr::null_mut();
+        self.hdr.msg_namelen = 0;
+        self.hdr.msg_iov = &mut self.iov;
+        self.hdr.msg_iovlen = 1;
+        if control_len == 0 {
+            self.hdr.msg_control = ptr::null_mut();
+            self.hdr.msg_controllen = 0;
+        } else {
+            self.hdr.msg_control = control.as_mut_ptr().cast();
+            self.hdr.msg_controllen = control_len as _;
+        }
+        self.hdr.msg_flags = 0;
+        &mut self.hdr
+    }
+
     fn new() -> Box<Header> {
         Box::new(Header {
             // SAFETY: msghdr is a plain C struct (integers and pointers) for which all-zero
@@ -120,22 +146,11 @@ impl OutMsg {
 
     /// Points the header at the data and control buffers; returns the header for the SQE.
     pub(crate) fn prepare(&mut self) -> *const libc::msghdr {
-        let header = &mut *self.header;
-        header.iov.iov_base = self.data.as_mut_ptr().cast();
-        header.iov.iov_len = self.data.len();
-        header.hdr.msg_name = ptr::null_mut();
-        header.hdr.msg_namelen = 0;
-        header.hdr.msg_iov = &mut header.iov;
-        header.hdr.msg_iovlen = 1;
-        if self.control_len == 0 {
-            header.hdr.msg_control = ptr::null_mut();
-            header.hdr.msg_controllen = 0;
-        } else {
-            header.hdr.msg_control = self.control.as_mut_ptr().cast();
-            header.hdr.msg_controllen = self.control_len as _;
-        }
-        header.hdr.msg_flags = 0;
-        &header.hdr
+        let len = self.data.len();
+        let data = self.data.as_mut_ptr();
+        self.header
+            .point(data, len, &mut self.control, self.control_len)
+            .cast_const()
     }
 }
 
@@ -215,22 +230,10 @@ impl InMsg {
     /// returns the header for the SQE.
     pub(crate) fn prepare(&mut self) -> *mut libc::msghdr {
         self.reset();
-        let header = &mut *self.header;
-        header.iov.iov_base = self.data.as_mut_ptr().cast();
-        header.iov.iov_len = self.data.capacity();
-        header.hdr.msg_name = ptr::null_mut();
-        header.hdr.msg_namelen = 0;
-        header.hdr.msg_iov = &mut header.iov;
-        header.hdr.msg_iovlen = 1;
-        if self.control_len == 0 {
-            header.hdr.msg_control = ptr::null_mut();
-            header.hdr.msg_controllen = 0;
-        } else {
-            header.hdr.msg_control = self.control.as_mut_ptr().cast();
-            header.hdr.msg_controllen = self.control_len as _;
-        }
-        header.hdr.msg_flags = 0;
-        &mut header.hdr
+        let capacity = self.data.capacity();
+        let data = self.data.as_mut_ptr();
+        self.header
+            .point(data, capacity, &mut self.control, self.control_len)
     }
 
     /// Takes in the result of the completed recvmsg: `len` bytes, the flags and the fds the

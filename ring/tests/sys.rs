@@ -126,8 +126,10 @@ fn worker_command_runs_in_its_own_process_group() {
 #[test]
 fn worker_command_channel_works_in_the_child() {
     let (master, worker) = sys::seqpacket_pair().unwrap();
+    // bash, not sh: dash's redirections take single-digit fds only, and under a parallel test
+    // run the channel's number is often 10 or more.
     let script = format!("printf hello >&{}", worker.as_raw_fd());
-    let mut cmd = Command::new("sh");
+    let mut cmd = Command::new("bash");
     cmd.args(["-c", &script]);
     sys::prepare_worker_command(&mut cmd, worker.as_fd());
     assert!(cmd.status().unwrap().success());

@@ -20,21 +20,27 @@ pub fn stickyd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stickyd"))
 }
 
-/// The SDK's example worker (built by `cargo build --workspace --examples`).
-pub fn hello_worker_bin() -> PathBuf {
+/// An example program built by `cargo build --workspace --examples` (the SDK's `hello_worker`
+/// and `long_poll`, the dispatcher's `path_token`).
+pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/examples/hello_worker
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .expect("target profile dir");
-    let path = profile_dir.join("examples").join("hello_worker");
+    let path = profile_dir.join("examples").join(name);
     assert!(
         path.exists(),
         "{} is missing: run `cargo build --workspace --bins --examples` first",
         path.display()
     );
     path
+}
+
+/// The SDK's example worker.
+pub fn hello_worker_bin() -> PathBuf {
+    example_bin("hello_worker")
 }
 
 /// A running `stickyd` master. Killed (with its workers, by their parent-death signal) on drop.

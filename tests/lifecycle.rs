@@ -62,6 +62,19 @@ fn metric_sum(body: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Waits until the master holds `n` unacknowledged connections for `worker`.
+fn wait_unacked(metrics: SocketAddr, worker: u32, n: u64) {
+    let name = format!("stickyd_unacked_connections{{worker=\"{worker}\"}}");
+    assert!(
+        eventually(TIMEOUT, || metric_sum(
+            &scrape(metrics, "/metrics").1,
+            &name
+        ) == n as f64),
+        "worker {worker} never held {n}: {}",
+        scrape(metrics, "/metrics").1
+    );
+}
+
 fn metrics_addr(s: &Stickyd) -> SocketAddr {
     let line = s.wait_log("stickyd: metrics on ", TIMEOUT);
     line.rsplit(' ').next().unwrap().parse().unwrap()
@@ -112,14 +125,18 @@ fn connections_queued_at_a_stopped_worker_that_dies_are_served_by_another() {
             "2",
             "--key",
             "header:x-session",
+            "--metrics",
+            "127.0.0.1:0",
         ],
         2,
     );
+    let metrics = metrics_addr(&s);
     let victim = 1;
     let session = session_for(victim, 2);
     let pid = s.worker_pid(victim);
     signal(pid, libc::SIGSTOP);
     let mut clients: Vec<_> = (0..6).map(|_| send_session(&s, &session)).collect();
+    wait_unacked(metrics, victim, 6);
     // Handed to the stopped worker: no answer comes.
     clients[0]
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -151,16 +168,19 @@ fn a_stalled_worker_at_max_queue_spills_its_keys_to_the_next() {
             "header:x-session",
             "--max-queue",
             "4",
+            "--metrics",
+            "127.0.0.1:0",
         ],
         2,
     );
+    let metrics = metrics_addr(&s);
     let stalled = 0;
     let session = session_for(stalled, 2);
     let pid = s.worker_pid(stalled);
     signal(pid, libc::SIGSTOP);
     let mut queued: Vec<_> = (0..4).map(|_| send_session(&s, &session)).collect();
-    // Give the master time to hand the four over before the fifth arrives.
-    std::thread::sleep(Duration::from_millis(300));
+    // The four are the stalled worker's before the fifth arrives.
+    wait_unacked(metrics, stalled, 4);
     let mut fifth = send_session(&s, &session);
     let r = read_response(&mut fifth);
     assert_eq!(r.worker(), 1 - stalled, "the fifth was not spilled");

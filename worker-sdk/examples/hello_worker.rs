@@ -7,22 +7,34 @@
 //! `Connection: close` are honoured. Once the master drains it, it finishes the responses in
 //! progress, closes idle connections and exits 0.
 //!
+//! `hello_worker --listen ADDR [--id N]` runs it standalone, without stickyd: it binds ADDR
+//! itself with `SO_REUSEPORT` and serves the same way with the same loop (`X-Worker: N`,
+//! default 0, and `X-Listener: direct`). Several such processes on one port are the baseline
+//! that stickyd is measured against: the kernel spreads the connections, with no stickiness.
+//! It serves until it is killed.
+//!
 //! stickyd reuses this file as its built-in worker (`#[path]` module): everything but
-//! [`run`] is private, and it uses only `stickyd_worker`, `mio` and std.
+//! [`run`] is private, and it uses only `stickyd_worker`, `mio`, `socket2` and std.
 
 use std::collections::{HashMap, VecDeque};
+use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
 use std::process::ExitCode;
 
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use stickyd_worker::{Connection, Worker};
 
-/// The channel's token; connections get 1, 2, ...
+/// The token of the source of connections (the channel, or the listener); connections get
+/// 1, 2, ...
 const CHANNEL: Token = Token(0);
+/// The listener's name in `X-Listener` in standalone mode.
+const DIRECT: &str = "direct";
+/// The standalone listener's backlog (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
 /// Largest request head (request line and headers) accepted; larger ones get 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// Largest `/bytes/<n>`.
@@ -36,17 +48,33 @@ const MAX_CHANNEL_ERRORS: u32 = 64;
 /// The source of every `/bytes/<n>` body.
 static XS: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
-/// Runs the worker: joins the master from the environment, serves until drained.
+/// Runs the worker: joins the master from the environment and serves until drained, or, with
+/// `--listen ADDR [--id N]`, serves on its own `SO_REUSEPORT` listener until killed.
 pub fn run() -> ExitCode {
-    let worker = match Worker::from_env() {
-        Ok(worker) => worker,
+    let standalone = match parse_args(std::env::args_os().skip(1)) {
+        Ok(standalone) => standalone,
         Err(e) => {
             eprintln!("hello_worker: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(2);
         }
     };
-    let id = worker.id();
-    match Server::new(worker).and_then(Server::serve) {
+    let (id, source) = match standalone {
+        None => match Worker::from_env() {
+            Ok(worker) => (worker.id(), Source::Channel(worker)),
+            Err(e) => {
+                eprintln!("hello_worker: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Some(Standalone { addr, id }) => match bind_reuseport(addr) {
+            Ok(listener) => (id, Source::Listener(listener)),
+            Err(e) => {
+                eprintln!("hello_worker: worker {id}: binding {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match Server::new(source, id).and_then(Server::serve) {
         Ok(()) => {
             eprintln!("hello_worker: worker {id} exiting");
             ExitCode::SUCCESS
@@ -63,6 +91,85 @@ fn main() -> ExitCode {
     run()
 }
 
+/// The standalone mode's command line: `--listen ADDR [--id N]`.
+struct Standalone {
+    addr: SocketAddr,
+    id: u32,
+}
+
+/// Parses the arguments after the program name: none is the mode behind stickyd (`None`).
+/// The error is the one line to print.
+fn parse_args(args: impl Iterator<Item = OsString>) -> Result<Option<Standalone>, String> {
+    let mut addr = None;
+    let mut id = None;
+    let mut args = args.peekable();
+    if args.peek().is_none() {
+        return Ok(None);
+    }
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|a| format!("argument {a:?} is not UTF-8"))?;
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg, None),
+        };
+        if flag != "--listen" && flag != "--id" {
+            return Err(format!(
+                "unexpected argument {flag:?} (usage: hello_worker [--listen ADDR [--id N]])"
+            ));
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or_else(|| format!("{flag} needs a value"))?,
+        };
+        if flag == "--listen" {
+            let parsed = value
+                .parse::<SocketAddr>()
+                .map_err(|_| format!("--listen {value:?}: expected IP:PORT"))?;
+            addr = Some(parsed);
+        } else {
+            let parsed = value
+                .parse::<u32>()
+                .map_err(|_| format!("--id {value:?}: expected a non-negative integer"))?;
+            id = Some(parsed);
+        }
+    }
+    match addr {
+        Some(addr) => Ok(Some(Standalone {
+            addr,
+            id: id.unwrap_or(0),
+        })),
+        None => Err("--id needs --listen ADDR".to_owned()),
+    }
+}
+
+/// A non-blocking, close-on-exec listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, so
+/// that several processes share the port and the kernel spreads the connections.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// Where the connections come from.
+enum Source {
+    /// Handed off by stickyd over the SDK's channel.
+    Channel(Worker),
+    /// Accepted from this process's own `SO_REUSEPORT` listener.
+    Listener(TcpListener),
+}
+
 /// What every response needs to know about the worker.
 struct Identity {
     id: u32,
@@ -72,7 +179,7 @@ struct Identity {
 /// The event loop.
 struct Server {
     poll: Poll,
-    worker: Worker,
+    source: Source,
     who: Identity,
     clients: HashMap<Token, Client>,
     next_token: usize,
@@ -83,25 +190,43 @@ struct Server {
 }
 
 impl Server {
-    fn new(worker: Worker) -> io::Result<Server> {
+    fn new(mut source: Source, id: u32) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let channel = worker.as_fd().as_raw_fd();
-        poll.registry()
-            .register(&mut SourceFd(&channel), CHANNEL, Interest::READABLE)?;
-        let who = Identity {
-            id: worker.id(),
-            listeners: worker.listeners().to_vec(),
+        let who = match &mut source {
+            Source::Channel(worker) => {
+                let channel = worker.as_fd().as_raw_fd();
+                poll.registry()
+                    .register(&mut SourceFd(&channel), CHANNEL, Interest::READABLE)?;
+                let who = Identity {
+                    id,
+                    listeners: worker.listeners().to_vec(),
+                };
+                eprintln!(
+                    "hello_worker: worker {} of {} started (pid {}, listeners: {})",
+                    who.id,
+                    worker.workers(),
+                    std::process::id(),
+                    who.listeners.join(", ")
+                );
+                who
+            }
+            Source::Listener(listener) => {
+                poll.registry()
+                    .register(listener, CHANNEL, Interest::READABLE)?;
+                eprintln!(
+                    "hello_worker: worker {id} listening on {} (pid {})",
+                    listener.local_addr()?,
+                    std::process::id()
+                );
+                Identity {
+                    id,
+                    listeners: vec![DIRECT.to_owned()],
+                }
+            }
         };
-        eprintln!(
-            "hello_worker: worker {} of {} started (pid {}, listeners: {})",
-            who.id,
-            worker.workers(),
-            std::process::id(),
-            who.listeners.join(", ")
-        );
         Ok(Server {
             poll,
-            worker,
+            source,
             who,
             clients: HashMap::new(),
             next_token: 1,
@@ -130,23 +255,71 @@ impl Server {
         Ok(())
     }
 
+    /// Takes every connection the source has ready (edge-triggered: until `WouldBlock`).
+    fn take_connections(&mut self) -> io::Result<()> {
+        match self.source {
+            Source::Channel(_) => self.receive_connections(),
+            Source::Listener(_) => {
+                self.accept_connections();
+                Ok(())
+            }
+        }
+    }
+
+    /// Accepts every connection waiting on the standalone listener and serves them.
+    fn accept_connections(&mut self) {
+        let Source::Listener(listener) = &self.source else {
+            return;
+        };
+        let mut added = Vec::new();
+        loop {
+            match listener.accept() {
+                Ok((stream, peer)) => added.push((stream, peer)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE and the like: the client waits in the backlog until the next
+                    // connection's readiness brings the loop back here.
+                    eprintln!("hello_worker: worker {}: accept: {e}", self.who.id);
+                    break;
+                }
+            }
+        }
+        for (stream, peer) in added {
+            if let Some(token) = self.register(stream, 0, peer) {
+                self.drive(token);
+            }
+        }
+    }
+
     /// Takes every connection queued on the channel (edge-triggered: until `WouldBlock`),
     /// then serves the new ones, knowing by then whether a DRAIN followed them.
-    fn take_connections(&mut self) -> io::Result<()> {
+    fn receive_connections(&mut self) -> io::Result<()> {
         let mut errors = 0;
         let mut added = Vec::new();
+        let mut drained = false;
         while !self.channel_done {
-            match self.worker.try_recv() {
+            let Source::Channel(worker) = &mut self.source else {
+                return Ok(());
+            };
+            match worker.try_recv() {
                 Ok(Some(conn)) => {
                     errors = 0;
                     added.extend(self.add(conn));
                 }
                 Ok(None) => {
                     self.channel_done = true;
-                    let channel = self.worker.as_fd().as_raw_fd();
+                    let channel = worker.as_fd().as_raw_fd();
                     self.poll.registry().deregister(&mut SourceFd(&channel))?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drained = worker.draining();
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     eprintln!("hello_worker: worker {}: {e}", self.who.id);
@@ -157,7 +330,7 @@ impl Server {
                 }
             }
         }
-        if !self.draining && (self.worker.draining() || self.channel_done) {
+        if !self.draining && (drained || self.channel_done) {
             self.start_draining();
         }
         for token in added {
@@ -184,18 +357,27 @@ impl Server {
         }
     }
 
-    /// Registers a new connection; the caller drives it.
+    /// Registers a connection from the channel; the caller drives it.
     fn add(&mut self, conn: Connection) -> Option<Token> {
         let Connection { stream, meta } = conn;
         stream.set_nonblocking(true).ok()?;
-        let mut stream = TcpStream::from_std(stream);
+        self.register(TcpStream::from_std(stream), meta.listener, meta.peer)
+    }
+
+    /// Registers a non-blocking connection; the caller drives it.
+    fn register(
+        &mut self,
+        mut stream: TcpStream,
+        listener: u16,
+        peer: SocketAddr,
+    ) -> Option<Token> {
         let token = Token(self.next_token);
         self.next_token += 1;
         self.poll
             .registry()
             .register(&mut stream, token, Interest::READABLE)
             .ok()?;
-        let client = Client::new(stream, meta.listener, meta.peer.ip().to_string());
+        let client = Client::new(stream, listener, peer.ip().to_string());
         self.clients.insert(token, client);
         Some(token)
     }

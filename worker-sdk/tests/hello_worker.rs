@@ -293,3 +293,62 @@ fn refused_worker_exits_one_with_the_reason() {
         "{log}"
     );
 }
+
+#[test]
+fn standalone_workers_share_a_port_with_so_reuseport() {
+    /// Kills the standalone worker (it serves until killed), also when an assertion fails.
+    struct Standalone(Child);
+    impl Drop for Standalone {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    /// Starts `hello_worker --listen ADDR --id ID`; returns it and the port it printed.
+    fn start(addr: &str, id: u32) -> (Standalone, u16) {
+        let mut child = Command::new(example_path())
+            .args(["--listen", addr, "--id", &id.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning hello_worker --listen");
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split_once("listening on 127.0.0.1:")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        (Standalone(child), port)
+    }
+
+    let (_first, port) = start("127.0.0.1:0", 0);
+    let (_second, same) = start(&format!("127.0.0.1:{port}"), 1);
+    assert_eq!(same, port);
+    // The kernel hashes each new connection to one of the two: both show up quickly.
+    let mut seen = [false; 2];
+    for _ in 0..200 {
+        let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        client.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+        (&client)
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(client);
+        let r = read_response(&mut reader, false);
+        assert_eq!(r.status, "HTTP/1.1 200 OK");
+        assert_eq!(r.header("x-listener"), Some("direct"));
+        assert_eq!(r.header("x-peer"), Some("127.0.0.1"));
+        assert_eq!(r.header("connection"), Some("close"));
+        let id = r.header("x-worker").expect("X-Worker");
+        assert_eq!(r.body, format!("worker: {id}\n").as_bytes());
+        seen[usize::from(id == "1")] = true;
+        assert!(at_eof(&mut reader));
+        if seen == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(seen, [true, true], "both workers served");
+}

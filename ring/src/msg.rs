@@ -99,33 +99,76 @@ impl OutMsg {
     /// and reused meanwhile would send the wrong file. Up to 253 fds (the kernel's
     /// `SCM_MAX_FD`); with more, the send fails with `EINVAL`.
     pub fn new(data: Vec<u8>, fds: &[BorrowedFd<'_>]) -> OutMsg {
-        let control_len = control_space(fds.len());
-        let mut control = control_buffer(control_len);
-        let mut header = Header::new();
-        if !fds.is_empty() {
-            header.hdr.msg_control = control.as_mut_ptr().cast();
-            header.hdr.msg_controllen = control_len as _;
-            // SAFETY: msg_control points at `control`, which holds `control_len` =
-            // CMSG_SPACE(n * 4) zeroed bytes, aligned for cmsghdr, so CMSG_FIRSTHDR returns a
-            // header inside it (not null) and CMSG_DATA has room for the n fds, written
-            // unaligned; nothing else references the buffer.
-            unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(&header.hdr);
-                (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                (*cmsg).cmsg_len = libc::CMSG_LEN((fds.len() * FD_SIZE) as u32) as _;
-                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
-                for (i, fd) in fds.iter().enumerate() {
-                    ptr::write_unaligned(data.add(i), fd.as_raw_fd());
-                }
-            }
-        }
-        OutMsg {
+        let mut msg = OutMsg {
             data,
-            fd_count: fds.len(),
-            control,
-            control_len,
-            header,
+            fd_count: 0,
+            control: Vec::new(),
+            control_len: 0,
+            header: Header::new(),
+        };
+        msg.set_fds(fds.iter().copied());
+        msg
+    }
+
+    /// An empty message with room for `data` bytes and `max_fds` fds, to fill with
+    /// [`OutMsg::data_mut`] and [`OutMsg::set_fds`] and to send again and again: a message
+    /// reused this way costs no allocation per send.
+    pub fn with_capacity(data: usize, max_fds: usize) -> OutMsg {
+        OutMsg {
+            data: Vec::with_capacity(data),
+            fd_count: 0,
+            control: control_buffer(control_space(max_fds)),
+            control_len: 0,
+            header: Header::new(),
+        }
+    }
+
+    /// The bytes to send, to fill in place.
+    pub fn data_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// Sets the fds the message carries, in one SCM_RIGHTS control message (none when empty),
+    /// growing the control buffer only if it is too small.
+    ///
+    /// The fds are borrowed only to read their numbers: the caller must keep them open until
+    /// the `Sent` completion arrives (see [`OutMsg::new`]).
+    pub fn set_fds<'a>(&mut self, fds: impl ExactSizeIterator<Item = BorrowedFd<'a>>) {
+        let count = fds.len();
+        let control_len = control_space(count);
+        if self.control.len() * mem::size_of::<u64>() < control_len {
+            self.control = control_buffer(control_len);
+        }
+        self.fd_count = count;
+        self.control_len = control_len;
+        if count == 0 {
+            return;
+        }
+        let header = &mut self.header;
+        header.hdr.msg_control = self.control.as_mut_ptr().cast();
+        header.hdr.msg_controllen = control_len as _;
+        // SAFETY: msg_control points at `control`, which holds at least `control_len` =
+        // CMSG_SPACE(count * 4) bytes, aligned for cmsghdr, so CMSG_FIRSTHDR returns a header
+        // inside it (not null) and CMSG_DATA has room for `count` fds, written unaligned; at
+        // most `count` are written (`take`); nothing else references the buffer.
+        let written = unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&header.hdr);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+            let mut written = 0;
+            for fd in fds.take(count) {
+                ptr::write_unaligned(data.add(written), fd.as_raw_fd());
+                written += 1;
+            }
+            // An iterator that yields fewer than it announced: carry what it yielded, never
+            // a stale number left in the buffer by an earlier message.
+            (*cmsg).cmsg_len = libc::CMSG_LEN((written * FD_SIZE) as u32) as _;
+            written
+        };
+        if written < count {
+            self.fd_count = written;
+            self.control_len = control_space(written);
         }
     }
 

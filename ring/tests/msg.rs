@@ -128,8 +128,34 @@ fn send_to_a_closed_peer_is_an_error_not_a_signal(mut ring: Ring) {
     }
 }
 
+fn a_reused_message_carries_only_its_new_fds(mut ring: Ring) {
+    let (master, worker) = sys::seqpacket_pair().unwrap();
+    let pipes: Vec<(File, File)> = (0..3).map(|_| pipe()).collect();
+    let mut msg = OutMsg::with_capacity(16, 2);
+    for (round, count) in [(0u8, 3usize), (1, 1), (2, 0), (3, 2)] {
+        msg.data_mut().clear();
+        msg.data_mut().push(round);
+        msg.set_fds(pipes.iter().take(count).map(|(_, w)| w.as_fd()));
+        assert_eq!(msg.fd_count(), count);
+        msg = send(&mut ring, master.as_fd(), msg);
+        let (mut got, n) = receive(&mut ring, worker.as_fd(), InMsg::new(64, 8));
+        assert_eq!((n, got.data()), (1, &[round][..]));
+        assert!(!got.ctrl_truncated());
+        let fds = got.take_fds();
+        assert_eq!(fds.len(), count, "round {round}");
+        for (fd, (read_end, _)) in fds.into_iter().zip(&pipes) {
+            let mut received = File::from(fd);
+            received.write_all(&[round]).unwrap();
+            let mut byte = [0u8; 1];
+            (&*read_end).read_exact(&mut byte).unwrap();
+            assert_eq!(byte[0], round);
+        }
+    }
+}
+
 on_both_backends!(
     three_fds_travel_and_work,
+    a_reused_message_carries_only_its_new_fds,
     truncation_is_reported,
     peer_gone_reads_zero,
     send_to_a_closed_peer_is_an_error_not_a_signal,

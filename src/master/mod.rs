@@ -12,7 +12,7 @@ mod token;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
@@ -44,6 +44,8 @@ const SEND_BACKOFF: Duration = Duration::from_millis(20);
 /// The most connections peeked at once: beyond, accepting pauses (clients wait in the backlog),
 /// so the master's memory for pending connections and their operations stays bounded.
 const MAX_PENDING: usize = 65_536;
+/// How many emptied `CONNS` batches are kept for reuse.
+const BATCH_POOL: usize = 64;
 /// The listen backlog, where clients wait while no worker can take them.
 const LISTEN_BACKLOG: i32 = 4096;
 
@@ -125,6 +127,10 @@ struct Master {
     expired: Vec<usize>,
     /// Whether the listeners should be accepting (the last decision of `update_accepting`).
     accepting: bool,
+    /// Emptied `CONNS` batches, reused for the next ones.
+    batches: Vec<Vec<Handoff>>,
+    /// The records of the `CONNS` message being encoded.
+    records: Vec<ConnRecord>,
 }
 
 /// Runs the dispatcher until a requested shutdown completes.
@@ -224,6 +230,8 @@ impl Master {
             shutdown: None,
             expired: Vec::new(),
             accepting: false,
+            batches: Vec::new(),
+            records: Vec::with_capacity(wire::MAX_CONNS),
             config,
         };
         for id in 0..master.config.workers {
@@ -731,10 +739,15 @@ impl Master {
             let Some(channel) = &slot.channel else {
                 continue;
             };
-            let mut data = std::mem::take(&mut slot.scratch);
+            // The slot's message is here whenever no send is in flight: reused, never
+            // reallocated, so a hand-off costs no allocation.
+            let Some(mut msg) = slot.msg.take() else {
+                continue;
+            };
+            let data = msg.data_mut();
             data.clear();
             let sending = if let Some(reason) = slot.refusal.take() {
-                wire::encode_refused(&reason, &mut data);
+                wire::encode_refused(&reason, data);
                 Sending::Refused
             } else if slot.welcome_due {
                 slot.welcome_due = false;
@@ -743,15 +756,16 @@ impl Master {
                     workers: self.config.workers,
                     listeners: self.listeners.iter().map(|l| l.name.clone()).collect(),
                 };
-                wire::encode_welcome(&welcome, &mut data);
+                wire::encode_welcome(&welcome, data);
                 Sending::Welcome
             } else if slot.phase == Phase::Live && !slot.outbox.is_empty() {
                 let n = slot.outbox.len().min(wire::MAX_CONNS);
-                let batch: Vec<Handoff> = slot.outbox.drain(..n).collect();
-                let records: Vec<ConnRecord> = batch.iter().map(|h| h.rec).collect();
-                wire::encode_conns(&records, &mut data);
-                let fds: Vec<BorrowedFd<'_>> = batch.iter().map(|h| h.fd.as_fd()).collect();
-                let msg = OutMsg::new(data, &fds);
+                let mut batch = self.batches.pop().unwrap_or_default();
+                batch.extend(slot.outbox.drain(..n));
+                self.records.clear();
+                self.records.extend(batch.iter().map(|h| h.rec));
+                wire::encode_conns(&self.records, data);
+                msg.set_fds(batch.iter().map(|h| h.fd.as_fd()));
                 self.ring
                     .send_msg(channel.as_fd(), msg, Token::ChannelSend(slot.id).encode());
                 slot.sending = Some(Sending::Conns(batch));
@@ -763,13 +777,13 @@ impl Master {
             {
                 slot.drain = Drain::Sent;
                 drained = true;
-                wire::encode_drain(&mut data);
+                wire::encode_drain(data);
                 Sending::Drain
             } else {
-                slot.scratch = data;
+                slot.msg = Some(msg);
                 continue;
             };
-            let msg = OutMsg::new(data, &[]);
+            msg.set_fds(std::iter::empty());
             self.ring
                 .send_msg(channel.as_fd(), msg, Token::ChannelSend(slot.id).encode());
             slot.sending = Some(sending);
@@ -787,7 +801,7 @@ impl Master {
 
     fn on_channel_sent(&mut self, w: u32, msg: OutMsg, result: io::Result<usize>) {
         let slot = &mut self.slots[w as usize];
-        slot.scratch = msg.into_data();
+        slot.msg = Some(msg);
         let sending = slot.sending.take();
         let error = match result {
             Ok(_) => None,
@@ -865,10 +879,7 @@ impl Master {
             Ok(_) if msg.truncated() => self.violation(w, "sent an oversized message"),
             Ok(_) => match wire::decode(msg.data()) {
                 Ok(Message::Hello(hello)) => self.on_hello(w, hello),
-                Ok(Message::Ack(seqs)) => {
-                    let seqs: Vec<u64> = seqs.iter().collect();
-                    self.on_ack(w, &seqs);
-                }
+                Ok(Message::Ack(seqs)) => self.on_ack(w, seqs),
                 Ok(other) => self.violation(w, &format!("sent a master's message: {other:?}")),
                 Err(e) => self.violation(w, &format!("sent a malformed message: {e}")),
             },
@@ -919,7 +930,7 @@ impl Master {
         self.update_live();
     }
 
-    fn on_ack(&mut self, w: u32, seqs: &[u64]) {
+    fn on_ack(&mut self, w: u32, seqs: wire::Seqs<'_>) {
         let slot = &mut self.slots[w as usize];
         // ACKs answer CONNS messages in order. The ACK of the message still being sent can
         // arrive before the send's own completion.
@@ -936,7 +947,7 @@ impl Master {
                 }
             },
         };
-        if seqs.iter().any(|s| !batch.iter().any(|h| h.rec.seq == *s)) {
+        if seqs.iter().any(|s| !batch.iter().any(|h| h.rec.seq == s)) {
             // What this worker holds is unknown now: none of it may go to another worker.
             self.violation(w, "acknowledged a connection it was not sent");
             self.slots[w as usize].held -= batch.len();
@@ -948,8 +959,9 @@ impl Master {
         self.slots[w as usize].held -= batch.len();
         let now = now_ns();
         let mut returned = 0u64;
-        for mut h in batch {
-            if seqs.contains(&h.rec.seq) {
+        let mut batch = batch;
+        for mut h in batch.drain(..) {
+            if seqs.iter().any(|s| s == h.rec.seq) {
                 // The worker has its own copy now.
                 self.metrics.dispatched(w, h.rec.listener);
                 let waited = now.saturating_sub(h.rec.accepted_ns);
@@ -960,6 +972,9 @@ impl Master {
                 h.exclude = Some(w);
                 self.route(h);
             }
+        }
+        if self.batches.len() < BATCH_POOL {
+            self.batches.push(batch);
         }
         if returned > 0 {
             self.metrics.returned(returned);

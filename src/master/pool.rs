@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use stickyd_ring::InMsg;
+use stickyd_ring::{InMsg, OutMsg};
 use stickyd_worker::wire::{self, ConnRecord};
 
 use super::spawn::Spawned;
@@ -72,8 +72,8 @@ pub(crate) struct Slot {
     /// The channel has been read to its end (or has failed for good).
     pub eof: bool,
     pub sending: Option<Sending>,
-    /// A reusable buffer for the next message to send.
-    pub scratch: Vec<u8>,
+    /// The message to send next, reused for every send (taken while one is in flight).
+    pub msg: Option<OutMsg>,
     /// Connections routed to this worker, not yet sent.
     pub outbox: VecDeque<Handoff>,
     /// `CONNS` messages sent and not yet acknowledged, oldest first.
@@ -113,7 +113,10 @@ impl Slot {
             inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
             eof: false,
             sending: None,
-            scratch: Vec::with_capacity(wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN),
+            msg: Some(OutMsg::with_capacity(
+                wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN,
+                wire::MAX_CONNS,
+            )),
             outbox: VecDeque::new(),
             unacked: VecDeque::new(),
             refusal: None,

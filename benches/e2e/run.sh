@@ -28,10 +28,8 @@ set -euo pipefail
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-10}
-# stickyd keeps the peek deadline of a connection that had to wait in a timer heap until it
-# passes (--peek-timeout, 5 s by default), even once the connection is routed, and wakes up for
-# it then: a warm-up at least that long puts the measured W1 window in the steady state, and a
-# quiet pause keeps W1's tail out of the W2 window.
+# A warm-up puts the measured W1 window in the steady state (connections, timers and worker
+# restarts of the start behind it), and a quiet pause keeps W1's tail out of the W2 window.
 WARMUP=${WARMUP:-5}
 SETTLE=${SETTLE:-6}
 CONNS_W1=${CONNS_W1:-32}

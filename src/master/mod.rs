@@ -1213,7 +1213,8 @@ impl Master {
 
     // ---- timers ----------------------------------------------------------------------------
 
-    fn next_timer(&self) -> Option<Instant> {
+    fn next_timer(&mut self) -> Option<Instant> {
+        let conns = self.conns.next_deadline();
         let listeners = self
             .listeners
             .iter()
@@ -1242,7 +1243,7 @@ impl Master {
             .chain(kills)
             .chain(backstop)
             .chain(shutdown)
-            .chain(self.conns.next_deadline())
+            .chain(conns)
             .min()
     }
 

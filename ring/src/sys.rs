@@ -274,8 +274,9 @@ pub fn prepare_worker_command(cmd: &mut Command, inherit: BorrowedFd<'_>) {
         Ok(())
     };
     // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe calls (sigemptyset, pthread_sigmask, fcntl, prctl, getppid); it allocates nothing (errors are built
-    // from errno values, which does not allocate) and touches no lock.
+    // async-signal-safe calls (sigemptyset, pthread_sigmask, fcntl, prctl, getppid); it
+    // allocates nothing (errors are built from errno values, which does not allocate) and
+    // touches no lock.
     unsafe { cmd.pre_exec(child_setup) };
 }
 

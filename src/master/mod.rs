@@ -291,8 +291,10 @@ impl Master {
                 .map(|at| at.saturating_duration_since(Instant::now()));
             self.ring.wait(timeout).map_err(Error::Ring)?;
             while let Some(c) = self.ring.next_completion() {
-                self.complete(c)?;
+                self.complete(c);
             }
+            // Once per round of completions, not once per completion.
+            self.update_accepting();
             for slot in &self.slots {
                 self.metrics.set_unacked(slot.id, slot.held as u64);
             }
@@ -319,10 +321,10 @@ impl Master {
         self.shutdown.is_some() && self.slots.iter().all(Slot::exited)
     }
 
-    fn complete(&mut self, c: Completion) -> Result<(), Error> {
+    fn complete(&mut self, c: Completion) {
         let Some(token) = Token::decode(c.token) else {
             error!("completion with an unknown token {:#x}", c.token);
-            return Ok(());
+            return;
         };
         match (token, c.outcome) {
             (Token::Accept(l), Outcome::Accepted { fd, more }) => self.on_accept(l, fd, more),
@@ -342,7 +344,6 @@ impl Master {
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
         }
-        self.after_change()
     }
 
     // ---- accepting -------------------------------------------------------------------------
@@ -456,7 +457,12 @@ impl Master {
             self.metrics.accept_pause();
         }
         self.accepting = accepting;
-        let now = Instant::now();
+        // The clock only matters to a listener backing off after an error.
+        let now = self
+            .listeners
+            .iter()
+            .any(|l| l.rearm_at.is_some())
+            .then(Instant::now);
         for (i, listener) in self.listeners.iter_mut().enumerate() {
             let Some(socket) = &listener.socket else {
                 continue;
@@ -466,7 +472,11 @@ impl Master {
                 listener.rearm_at = None;
             }
             match listener.accept {
-                None if accepting && listener.rearm_at.is_none_or(|at| at <= now) => {
+                None if accepting
+                    && listener
+                        .rearm_at
+                        .is_none_or(|at| now.is_some_and(|now| at <= now)) =>
+                {
                     if listener.ended {
                         self.metrics.accept_rearm();
                         listener.ended = false;
@@ -1059,12 +1069,6 @@ impl Master {
                 .set_live(slot.id, self.live.binary_search(&slot.id).is_ok());
         }
         self.unpark();
-    }
-
-    /// Bookkeeping after any completion: is every worker gone, should accept run.
-    fn after_change(&mut self) -> Result<(), Error> {
-        self.update_accepting();
-        Ok(())
     }
 
     // ---- processes and signals -------------------------------------------------------------

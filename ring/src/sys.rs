@@ -147,6 +147,26 @@ pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// setsockopt(IPPROTO_TCP, TCP_DEFER_ACCEPT, seconds) on a listening socket: the kernel
+/// completes the accept of a connection only once its first bytes have arrived (or, after
+/// about `seconds`, without them), so a dispatcher that must read the client's first bytes
+/// finds them there instead of waiting for them.
+pub fn set_defer_accept(fd: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(seconds).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `value` is a live c_int and the length passed is its size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            ptr::from_ref(&value).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map_err(|e| context("setsockopt(TCP_DEFER_ACCEPT)", e))?;
+    Ok(())
+}
+
 /// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) as two OwnedFds.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];

@@ -171,11 +171,27 @@ impl Master {
         debug!("event loop: {}", ring.kind());
 
         let mut listeners = Vec::with_capacity(config.listeners.len());
+        let examiner = Examiner::new(
+            config.plan.clone(),
+            config.proxy_protocol,
+            config.max_peek,
+            config.on_timeout,
+        );
+        // When a connection's first bytes decide its worker, have the kernel accept it only
+        // once they are there: otherwise half the peeks right after accept find nothing yet
+        // and cost a poll and a second peek. Bounded by the peek timeout.
+        let defer = (!examiner.routes_at_accept())
+            .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
         for spec in &config.listeners {
             let socket = TcpListener::bind(spec.addr)
                 .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
             sys::listen(socket.as_fd(), LISTEN_BACKLOG)
                 .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
+            if let Some(seconds) = defer {
+                if let Err(e) = sys::set_defer_accept(socket.as_fd(), seconds) {
+                    warn!("{}: {e}", spec.addr);
+                }
+            }
             let addr = socket
                 .local_addr()
                 .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
@@ -211,12 +227,7 @@ impl Master {
         );
 
         let mut master = Master {
-            examiner: Examiner::new(
-                config.plan.clone(),
-                config.proxy_protocol,
-                config.max_peek,
-                config.on_timeout,
-            ),
+            examiner,
             metrics,
             ring,
             listeners,

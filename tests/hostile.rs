@@ -690,12 +690,7 @@ fn at_the_fd_limit_accept_backs_off_logs_once_and_serves_everyone() {
         64,
     );
     s.wait_ready(2);
-    let metrics = s
-        .wait_log("stickyd: metrics on ", TIMEOUT)
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .expect("metrics address");
+    let metrics = s.metrics_addr();
     let fds_before = baseline(&s);
 
     let n = 200;
@@ -733,17 +728,9 @@ fn at_the_fd_limit_accept_backs_off_logs_once_and_serves_everyone() {
         .iter()
         .filter(|l| l.contains("Too many open files"))
         .count();
-    let mut scrape = connect(metrics, None);
-    scrape
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    scrape.read_to_string(&mut body).unwrap();
-    let rearms: u64 = body
-        .lines()
-        .find_map(|l| l.strip_prefix("stickyd_accept_rearms_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("stickyd_accept_rearms_total");
+    let (status, body) = scrape(metrics, "/metrics");
+    assert_eq!(status, 200);
+    let rearms = metric_sum(&body, "stickyd_accept_rearms_total") as u64;
     eprintln!("{lines} `Too many open files` lines, {rearms} accept re-arms");
     assert!(lines >= 1);
     assert!(

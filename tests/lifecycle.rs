@@ -32,36 +32,6 @@ fn ready_count(s: &Stickyd, id: u32) -> usize {
     s.log().iter().filter(|l| l.contains(&needle)).count()
 }
 
-/// GET a path of the metrics endpoint: (status, body).
-fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut c = connect(addr, None);
-    write!(c, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
-    let mut text = String::new();
-    c.read_to_string(&mut text).unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
-}
-
-/// The sum of every sample of a metric family in a scrape (`name{...} value` or `name value`).
-fn metric_sum(body: &str, name: &str) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits until the master holds `n` unacknowledged connections for `worker`.
 fn wait_unacked(metrics: SocketAddr, worker: u32, n: u64) {
     let name = format!("stickyd_unacked_connections{{worker=\"{worker}\"}}");
@@ -73,11 +43,6 @@ fn wait_unacked(metrics: SocketAddr, worker: u32, n: u64) {
         "worker {worker} never held {n}: {}",
         scrape(metrics, "/metrics").1
     );
-}
-
-fn metrics_addr(s: &Stickyd) -> SocketAddr {
-    let line = s.wait_log("stickyd: metrics on ", TIMEOUT);
-    line.rsplit(' ').next().unwrap().parse().unwrap()
 }
 
 #[test]
@@ -130,7 +95,7 @@ fn connections_queued_at_a_stopped_worker_that_dies_are_served_by_another() {
         ],
         2,
     );
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     let victim = 1;
     let session = session_for(victim, 2);
     let pid = s.worker_pid(victim);
@@ -173,7 +138,7 @@ fn a_stalled_worker_at_max_queue_spills_its_keys_to_the_next() {
         ],
         2,
     );
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     let stalled = 0;
     let session = session_for(stalled, 2);
     let pid = s.worker_pid(stalled);
@@ -235,7 +200,7 @@ fn with_every_worker_down_clients_wait_and_are_served_when_one_is_back() {
         ],
         2,
     );
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     for id in 0..2 {
         signal(s.worker_pid(id), libc::SIGKILL);
     }
@@ -274,7 +239,7 @@ fn metrics_add_up_to_the_requests_made() {
         ],
         2,
     );
-    let metrics = metrics_addr(&s);
+    let metrics = s.metrics_addr();
     assert_eq!(scrape(metrics, "/healthz").0, 200);
     let mut served = [0u32; 2];
     for i in 0..30u8 {

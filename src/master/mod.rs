@@ -458,12 +458,7 @@ impl Master {
     /// Arms or cancels the listeners' accepts: accept only while some worker can take a
     /// connection, so that nothing is accepted that cannot go somewhere.
     fn update_accepting(&mut self) {
-        let max_queue = self.config.max_queue;
-        let room = self
-            .live
-            .iter()
-            .any(|&w| self.slots[w as usize].held < max_queue);
-        let accepting = self.shutdown.is_none() && room && self.conns.len() < MAX_PENDING;
+        let accepting = self.shutdown.is_none() && self.room() && self.conns.len() < MAX_PENDING;
         if self.accepting && !accepting && self.shutdown.is_none() {
             self.metrics.accept_pause();
         }
@@ -725,17 +720,20 @@ impl Master {
         }
     }
 
+    /// Whether some live worker can take one more connection.
+    fn room(&self) -> bool {
+        let max_queue = self.max_queue();
+        self.live
+            .iter()
+            .any(|&w| self.slots[w as usize].held < max_queue)
+    }
+
     /// Routes the connections that waited for room or for a live worker, if there is any now.
     fn unpark(&mut self) {
         if self.parked.is_empty() {
             return;
         }
-        let max_queue = self.max_queue();
-        if self
-            .live
-            .iter()
-            .all(|&w| self.slots[w as usize].held >= max_queue)
-        {
+        if !self.room() {
             return;
         }
         for h in std::mem::take(&mut self.parked) {

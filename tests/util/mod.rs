@@ -251,6 +251,15 @@ impl Stickyd {
             .unwrap_or_else(|| panic!("no ready line for worker {id}"))
     }
 
+    /// The metrics endpoint's address, from the `stickyd: metrics on ADDR` line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self.wait_log("stickyd: metrics on ", TIMEOUT);
+        line.rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .expect("metrics address")
+    }
+
     /// The master's worker processes (its children).
     pub fn worker_pids(&self) -> Vec<u32> {
         children_of(self.pid)
@@ -293,6 +302,36 @@ pub fn signal(pid: u32, sig: i32) {
     // SAFETY: kill(2) on a pid of a process we started; no memory is involved.
     let rc = unsafe { libc::kill(pid as i32, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// GET a path of the metrics endpoint: (status, body).
+pub fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut c = connect(addr, None);
+    write!(c, "GET {path} HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+/// The sum of every sample of a metric family in a scrape (`name{...} value` or `name value`).
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Processes whose parent is `pid`.

@@ -38,13 +38,37 @@ pub struct Config {
     pub worker_command: Option<WorkerCommand>,
 }
 
-/// A listening address and its name.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A listening address and its name, and the rules of its own when it does not follow the
+/// dispatcher-wide ones.
+#[derive(Clone, Debug)]
 pub struct ListenSpec {
     /// The name workers see (`X-Listener` in the hello worker).
     pub name: String,
     /// The address to bind; port 0 picks a free port.
     pub addr: SocketAddr,
+    /// This listener's key plan (rules, fallback, trusted proxies); `None`: [`Config::plan`].
+    pub plan: Option<KeyPlan>,
+    /// Whether this listener's connections start with a PROXY header; `None`:
+    /// [`Config::proxy_protocol`].
+    pub proxy_protocol: Option<bool>,
+}
+
+impl Config {
+    /// The key plan listener `i` routes by.
+    pub fn plan_of(&self, i: usize) -> &KeyPlan {
+        self.listeners
+            .get(i)
+            .and_then(|l| l.plan.as_ref())
+            .unwrap_or(&self.plan)
+    }
+
+    /// Whether listener `i`'s connections start with a PROXY header.
+    pub fn proxy_protocol_of(&self, i: usize) -> bool {
+        self.listeners
+            .get(i)
+            .and_then(|l| l.proxy_protocol)
+            .unwrap_or(self.proxy_protocol)
+    }
 }
 
 /// The default listening address.
@@ -79,6 +103,8 @@ impl ListenSpec {
         Ok(ListenSpec {
             name: name.to_owned(),
             addr,
+            plan: None,
+            proxy_protocol: None,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! module only drives the kernel: which operation to submit next, and what a completion means.
 
 mod conns;
+mod listen;
 mod pool;
 mod respawn;
 pub(crate) mod spawn;
@@ -46,8 +47,6 @@ const SEND_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_PENDING: usize = 65_536;
 /// How many emptied `CONNS` batches are kept for reuse.
 const BATCH_POOL: usize = 64;
-/// The listen backlog, where clients wait while no worker can take them.
-const LISTEN_BACKLOG: i32 = 4096;
 
 /// Why the master could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -108,8 +107,8 @@ struct Shutdown {
 #[derive(Debug)]
 struct Master {
     config: Config,
-    /// What to do with a pending connection given its peeked bytes.
-    examiner: Examiner,
+    /// What to do with a pending connection given its peeked bytes, by listener.
+    examiners: Vec<Examiner>,
     metrics: Arc<Metrics>,
     ring: Ring,
     listeners: Vec<Listener>,
@@ -170,31 +169,25 @@ impl Master {
         };
         debug!("event loop: {}", ring.kind());
 
+        // One examiner per listener: each may have rules of its own.
+        let examiners: Vec<Examiner> = (0..config.listeners.len())
+            .map(|i| {
+                Examiner::new(
+                    config.plan_of(i).clone(),
+                    config.proxy_protocol_of(i),
+                    config.max_peek,
+                    config.on_timeout,
+                )
+            })
+            .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        let examiner = Examiner::new(
-            config.plan.clone(),
-            config.proxy_protocol,
-            config.max_peek,
-            config.on_timeout,
-        );
-        // When a connection's first bytes decide its worker, have the kernel accept it only
-        // once they are there: otherwise half the peeks right after accept find nothing yet
-        // and cost a poll and a second peek. Bounded by the peek timeout.
-        let defer = (!examiner.routes_at_accept())
-            .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
-        for spec in &config.listeners {
-            let socket = TcpListener::bind(spec.addr)
-                .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
-            sys::listen(socket.as_fd(), LISTEN_BACKLOG)
-                .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
-            if let Some(seconds) = defer {
-                if let Err(e) = sys::set_defer_accept(socket.as_fd(), seconds) {
-                    warn!("{}: {e}", spec.addr);
-                }
-            }
-            let addr = socket
-                .local_addr()
-                .map_err(setup(format!("cannot listen on {}", spec.addr)))?;
+        for (spec, examiner) in config.listeners.iter().zip(&examiners) {
+            // When a connection's first bytes decide its worker, have the kernel accept it
+            // only once they are there: otherwise half the peeks right after accept find
+            // nothing yet and cost a poll and a second peek. Bounded by the peek timeout.
+            let defer = (!examiner.routes_at_accept())
+                .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
+            let (socket, addr) = listen::open(spec, defer)?;
             eprintln!("stickyd: listening on {addr} ({})", spec.name);
             listeners.push(Listener {
                 name: spec.name.clone(),
@@ -227,7 +220,7 @@ impl Master {
         );
 
         let mut master = Master {
-            examiner,
+            examiners,
             metrics,
             ring,
             listeners,
@@ -277,18 +270,20 @@ impl Master {
     }
 
     fn key_label(&self) -> String {
-        let rules: Vec<String> = self
-            .config
-            .plan
-            .rules()
-            .iter()
-            .map(|r| r.to_string())
+        let label = |plan: &crate::decide::KeyPlan| {
+            let rules: Vec<String> = plan.rules().iter().map(|r| r.to_string()).collect();
+            format!("{}, fallback {}", rules.join(", "), plan.fallback())
+        };
+        if self.config.listeners.iter().all(|l| l.plan.is_none()) {
+            return label(&self.config.plan);
+        }
+        let each: Vec<String> = (0..self.config.listeners.len())
+            .map(|i| {
+                let name = &self.config.listeners[i].name;
+                format!("{name}: {}", label(self.config.plan_of(i)))
+            })
             .collect();
-        format!(
-            "{}, fallback {}",
-            rules.join(", "),
-            self.config.plan.fallback()
-        )
+        each.join("; ")
     }
 
     fn run(&mut self) -> Result<(), Error> {
@@ -415,13 +410,16 @@ impl Master {
         let fd = OwnedFd::from(stream);
         let accepted_ns = now_ns();
         self.metrics.accepted(listener);
-        if self.examiner.refuses_peer(peer) {
+        let Some(examiner) = self.examiners.get(usize::from(listener)) else {
+            return;
+        };
+        if examiner.refuses_peer(peer) {
             debug!("{peer} is not a trusted proxy: closed");
             self.metrics.proxy_untrusted();
             self.ring.close(fd, Token::Housekeeping.encode());
             return;
         }
-        if self.examiner.routes_at_accept() {
+        if examiner.routes_at_accept() {
             let hash = route::key_hash(Key::Addr(fold_addr(peer.ip())));
             let h = self.handoff(fd, listener, peer, accepted_ns, hash);
             self.route(h);
@@ -555,6 +553,7 @@ impl Master {
         };
         conn.op = None;
         let tcp_peer = conn.peer;
+        let examiner = &self.examiners[usize::from(conn.listener)];
         let finality = |n: usize| {
             if conn.hup {
                 Finality::HungUp
@@ -567,9 +566,9 @@ impl Master {
         let verdict = match result {
             // Zero bytes from a peek: the client closed without sending anything.
             Ok(0) => Verdict::Close(Refusal::Empty),
-            Ok(n) => self.examiner.examine(&buf, tcp_peer, finality(n)),
+            Ok(n) => examiner.examine(&buf, tcp_peer, finality(n)),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.examiner.examine(&[], tcp_peer, finality(0))
+                examiner.examine(&[], tcp_peer, finality(0))
             }
             Err(e) => {
                 debug!("peek from {tcp_peer} failed: {e}");

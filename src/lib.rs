@@ -14,6 +14,7 @@
 //! - [`verdict`]: a pending connection's fate: its PROXY header, then the key plan (pure).
 //! - [`config`] and [`cli`]: what the command line says.
 //! - `master`: the io_uring event loop that drives all of it, and the worker processes.
+//! - [`threads`]: threads of the embedding process as the workers, instead of processes.
 //!
 //! ```no_run
 //! use stickyd::{Dispatcher, cli};
@@ -36,6 +37,7 @@ mod master;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
+pub mod threads;
 pub mod verdict;
 
 pub use config::Config;
@@ -70,12 +72,35 @@ pub fn builtin_worker() -> Option<std::process::ExitCode> {
 #[derive(Debug)]
 pub struct Dispatcher {
     config: Config,
+    threads: Option<Vec<crossbeam_channel::Sender<threads::Delivery>>>,
 }
 
 impl Dispatcher {
     /// A dispatcher for `config`; nothing starts until [`Dispatcher::run`].
     pub fn new(config: Config) -> Dispatcher {
-        Dispatcher { config }
+        Dispatcher {
+            config,
+            threads: None,
+        }
+    }
+
+    /// Makes the worker pool threads of this process instead of worker processes: returns
+    /// one [`ThreadWorker`](threads::ThreadWorker) per slot (`Config::workers`) for the
+    /// caller's threads to serve; the worker command is not used. Blocks SIGTERM and SIGINT
+    /// in the calling thread, so call it before spawning the threads (they inherit the mask
+    /// and leave those signals to the dispatcher). [`run`](Dispatcher::run) returns once
+    /// every thread worker has been drained; join the threads then.
+    pub fn thread_workers(&mut self) -> std::io::Result<Vec<threads::ThreadWorker>> {
+        stickyd_ring::sys::block_signals(&master::SHUTDOWN_SIGNALS)?;
+        let names = self
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.name.clone())
+            .collect();
+        let (workers, queues) = threads::ThreadWorker::pool(self.config.workers, names);
+        self.threads = Some(queues);
+        Ok(workers)
     }
 
     /// Binds the listeners, starts the workers and dispatches connections until SIGTERM or
@@ -83,6 +108,6 @@ impl Dispatcher {
     /// parent-death signal follows the thread that forked it), and blocks SIGTERM and SIGINT
     /// in it to read them from a signalfd.
     pub fn run(self) -> Result<(), Error> {
-        master::run(self.config)
+        master::run(self.config, self.threads)
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::ptr;
@@ -86,6 +86,17 @@ pub fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// threads are spawned (they inherit the mask), or process-directed signals may be delivered
 /// to a thread that has them unblocked.
 pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
+    let set = block_signals(signals)?;
+    // SAFETY: -1 asks for a new signalfd for the initialised `set`.
+    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
+        .map_err(|e| context("signalfd", e))?;
+    // SAFETY: signalfd succeeded, so `fd` is a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Blocks `signals` in the calling thread (threads it spawns afterwards inherit the mask), so
+/// that they wait for a signalfd instead of taking their default action; returns the set.
+pub fn block_signals(signals: &[i32]) -> io::Result<libc::sigset_t> {
     let mut set = mem::MaybeUninit::<libc::sigset_t>::uninit();
     // SAFETY: sigemptyset initialises the set it points at.
     cvt(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
@@ -101,11 +112,7 @@ pub fn signalfd(signals: &[i32]) -> io::Result<OwnedFd> {
     if rc != 0 {
         return Err(context("pthread_sigmask", io::Error::from_raw_os_error(rc)));
     }
-    // SAFETY: -1 asks for a new signalfd for the initialised `set`.
-    let fd = cvt(unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) })
-        .map_err(|e| context("signalfd", e))?;
-    // SAFETY: signalfd succeeded, so `fd` is a new fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    Ok(set)
 }
 
 /// Reads one pending signal number from a signalfd (non-blocking); Ok(None) on EAGAIN.
@@ -183,6 +190,115 @@ pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let [a, b] = fds;
     // SAFETY: socketpair succeeded: both are new fds that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) })
+}
+
+/// A listening `SOCK_SEQPACKET` Unix socket bound at `path`, created with file mode `mode`
+/// (the umask is not consulted: the socket is bound under a umask that leaves exactly `mode`,
+/// then its mode is set again, so no other mode is ever visible). A socket file left at
+/// `path` by an earlier run is replaced; any other kind of file is an error.
+///
+/// The umask is process-wide: call this before other threads create files.
+pub fn seqpacket_listener(path: &std::path::Path, mode: u32, backlog: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{}: a Unix socket path must be 1 to {} bytes, without NUL",
+                path.display(),
+                addr.sun_path.len() - 1
+            ),
+        ));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)
+            .map_err(|e| context(&format!("removing the old socket {}", path.display()), e))?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(context(&path.display().to_string(), e)),
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: plain socket(2) call; the result is checked and wrapped at once.
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) })
+            .map_err(|e| context("socket(AF_UNIX, SOCK_SEQPACKET)", e))?;
+    // SAFETY: socket succeeded: a new fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: umask only swaps the process's file creation mask; the old one is restored below.
+    let old = unsafe { libc::umask(!mode & 0o777) };
+    // SAFETY: `addr` is an initialised sockaddr_un and `len` covers its family, the path and
+    // its terminating NUL, within the struct.
+    let bound = cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const addr).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    });
+    // SAFETY: as above: restores the mask saved before bind.
+    unsafe { libc::umask(old) };
+    bound.map_err(|e| context(&format!("bind({})", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| context(&format!("chmod({})", path.display()), e))?;
+    listen(fd.as_fd(), backlog)?;
+    Ok(fd)
+}
+
+/// The credentials of a connected Unix socket's peer (`SO_PEERCRED`): pid, uid, gid, as they
+/// were when it connected.
+pub fn peer_credentials(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is a live ucred and `len` its size, as SO_PEERCRED writes.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    })
+    .map_err(|e| context("getsockopt(SO_PEERCRED)", e))?;
+    Ok((u32::try_from(cred.pid).unwrap_or(0), cred.uid, cred.gid))
+}
+
+/// The process's effective uid.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// One message on a `SOCK_SEQPACKET` socket, without waiting (`MSG_DONTWAIT | MSG_NOSIGNAL`).
+pub fn send_now(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: `data` is a live buffer of the length passed.
+    let sent = cvt(unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    })?;
+    Ok(sent as usize)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.

@@ -29,6 +29,9 @@ use crate::metrics::{self, Metrics};
 use crate::route;
 use crate::verdict::{Examiner, Finality, Refusal, Verdict};
 
+use crossbeam_channel::{SendError, Sender};
+
+use crate::threads::Delivery;
 use conns::Conns;
 use pool::{Drain, Handoff, Phase, Sending, Slot};
 use token::Token;
@@ -130,11 +133,21 @@ struct Master {
     batches: Vec<Vec<Handoff>>,
     /// The records of the `CONNS` message being encoded.
     records: Vec<ConnRecord>,
+    /// The workers are threads of this process.
+    in_process: bool,
 }
 
-/// Runs the dispatcher until a requested shutdown completes.
-pub fn run(config: Config) -> Result<(), Error> {
-    let mut master = Master::start(config)?;
+/// The signals that shut the dispatcher down.
+pub(crate) const SHUTDOWN_SIGNALS: [i32; 2] = [libc::SIGTERM, libc::SIGINT];
+
+/// How often a master whose thread workers are all at `--max-queue` looks again: their threads
+/// take connections without telling the ring.
+const THREAD_QUEUE_RECHECK: Duration = Duration::from_millis(10);
+
+/// Runs the dispatcher until a requested shutdown completes. With `threads`, the workers are
+/// the threads reading those queues, not processes.
+pub fn run(config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<(), Error> {
+    let mut master = Master::start(config, threads)?;
     master.run()
 }
 
@@ -145,7 +158,7 @@ fn now_ns() -> u64 {
 }
 
 impl Master {
-    fn start(config: Config) -> Result<Master, Error> {
+    fn start(config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<Master, Error> {
         // Fds inherited from whatever started us must not reach the workers.
         if let Err(e) = sys::close_on_exec_from(3) {
             warn!("cannot mark inherited fds close-on-exec: {e}");
@@ -154,8 +167,8 @@ impl Master {
             Ok(limit) => debug!("file descriptor limit raised to {limit}"),
             Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
         }
-        let signals = sys::signalfd(&[libc::SIGTERM, libc::SIGINT])
-            .map_err(setup("cannot set up the signal fd"))?;
+        let signals =
+            sys::signalfd(&SHUTDOWN_SIGNALS).map_err(setup("cannot set up the signal fd"))?;
         let ring = match config.backend {
             Backend::Uring => Ring::uring(RING_ENTRIES).map_err(Error::Ring)?,
             Backend::Epoll => Ring::epoll().map_err(setup("cannot set up epoll"))?,
@@ -236,17 +249,30 @@ impl Master {
             accepting: false,
             batches: Vec::new(),
             records: Vec::with_capacity(wire::MAX_CONNS),
+            in_process: false,
             config,
         };
-        for id in 0..master.config.workers {
-            let worker = spawn::spawn(id, master.config.worker_command.as_ref()).map_err(setup(
-                format!("cannot start worker {id} ({})", master.worker_label()),
-            ))?;
-            debug!("worker {id} started (pid {})", worker.pid);
-            let mut slot = Slot::new(id, worker, 0);
-            arm_exit(&mut master.ring, &slot);
-            arm_recv(&mut master.ring, &mut slot);
-            master.slots.push(slot);
+        match threads {
+            Some(queues) => {
+                master.in_process = true;
+                for (id, queue) in (0..).zip(queues) {
+                    master.slots.push(Slot::thread(id, queue));
+                }
+                master.update_live();
+            }
+            None => {
+                for id in 0..master.config.workers {
+                    let worker =
+                        spawn::spawn(id, master.config.worker_command.as_ref()).map_err(setup(
+                            format!("cannot start worker {id} ({})", master.worker_label()),
+                        ))?;
+                    debug!("worker {id} started (pid {})", worker.pid);
+                    let mut slot = Slot::new(id, worker, 0);
+                    arm_exit(&mut master.ring, &slot);
+                    arm_recv(&mut master.ring, &mut slot);
+                    master.slots.push(slot);
+                }
+            }
         }
         master.ring.poll(
             master.signals.as_fd(),
@@ -263,6 +289,9 @@ impl Master {
     }
 
     fn worker_label(&self) -> String {
+        if self.in_process {
+            return "in-process threads".to_owned();
+        }
         match &self.config.worker_command {
             Some(c) => format!("`{}`", c.program.to_string_lossy()),
             None => "built-in hello worker".to_owned(),
@@ -287,6 +316,8 @@ impl Master {
     }
 
     fn run(&mut self) -> Result<(), Error> {
+        // Thread workers are live from the start: no completion will say so.
+        self.update_accepting();
         loop {
             self.flush();
             if self.finished() {
@@ -300,6 +331,7 @@ impl Master {
                 self.complete(c);
             }
             // Once per round of completions, not once per completion.
+            self.measure_thread_queues();
             self.update_accepting();
             for slot in &self.slots {
                 self.metrics.set_unacked(slot.id, slot.held as u64);
@@ -747,7 +779,7 @@ impl Master {
         let routing_done = self.conns.is_empty()
             && self.parked.is_empty()
             && self.listeners.iter().all(|l| l.accept.is_none());
-        let mut drained = false;
+        let mut drained = self.feed_threads(routing_done);
         let now = Instant::now();
         for slot in &mut self.slots {
             if slot.sending.is_some() || slot.eof || slot.retry_at.is_some_and(|at| at > now) {
@@ -813,6 +845,63 @@ impl Master {
         if let Some(shutdown) = &mut self.shutdown {
             if routing_done && shutdown.term_at.is_none() {
                 shutdown.term_at = Some(now + self.config.grace);
+            }
+        }
+    }
+
+    /// Moves the connections routed to thread workers into their queues; drains (closes) the
+    /// queues of thread workers due to drain. Returns whether one was drained.
+    fn feed_threads(&mut self, routing_done: bool) -> bool {
+        let mut drained = false;
+        for w in 0..self.slots.len() {
+            let slot = &mut self.slots[w];
+            let Some(queue) = &slot.thread else {
+                continue;
+            };
+            let mut lost = None;
+            let now = now_ns();
+            while let Some(h) = slot.outbox.pop_front() {
+                let (rec, exclude) = (h.rec, h.exclude);
+                match queue.send((h.rec, h.fd)) {
+                    Ok(()) => {
+                        self.metrics.dispatched(slot.id, rec.listener);
+                        let waited = now.saturating_sub(rec.accepted_ns);
+                        self.metrics.handoff(Duration::from_nanos(waited));
+                    }
+                    // The thread has gone (its worker was dropped): nothing reached it.
+                    Err(SendError((rec, fd))) => {
+                        lost = Some(Handoff { fd, rec, exclude });
+                        break;
+                    }
+                }
+            }
+            slot.held = queue.len();
+            if let Some(first) = lost {
+                slot.thread = None;
+                let rest: Vec<Handoff> = slot.outbox.drain(..).collect();
+                slot.held = 0;
+                error!("worker {w} (a thread) stopped taking connections: routing them elsewhere");
+                self.gone(w as u32, "its thread ended");
+                for h in std::iter::once(first).chain(rest) {
+                    self.route(h);
+                }
+            } else if slot.drain == Drain::Wanted && routing_done && slot.outbox.is_empty() {
+                // Dropping the sender ends the thread's `incoming()` after what is queued.
+                slot.thread = None;
+                slot.drain = Drain::Sent;
+                drained = true;
+                debug!("worker {w} (a thread) drained");
+            }
+        }
+        drained
+    }
+
+    /// Thread workers take connections from their queues without the ring hearing of it:
+    /// their bound counts what is still queued.
+    fn measure_thread_queues(&mut self) {
+        for slot in &mut self.slots {
+            if let Some(queue) = &slot.thread {
+                slot.held = slot.outbox.len() + queue.len();
             }
         }
     }
@@ -1243,6 +1332,12 @@ impl Master {
             .filter(|_| self.shutdown.is_none())
             .filter_map(|s| s.respawn_at);
         let kills = self.slots.iter().filter_map(|s| s.kill_at);
+        let max_queue = self.max_queue();
+        let full_threads = self
+            .slots
+            .iter()
+            .any(|s| s.thread.is_some() && s.held >= max_queue)
+            .then(|| Instant::now() + THREAD_QUEUE_RECHECK);
         let backstop = self
             .shutdown
             .as_ref()
@@ -1255,6 +1350,7 @@ impl Master {
             .chain(kills)
             .chain(backstop)
             .chain(shutdown)
+            .chain(full_threads)
             .chain(conns)
             .min()
     }
@@ -1275,6 +1371,8 @@ impl Master {
         }
         self.expired = expired;
         self.respawn_due(now);
+        self.measure_thread_queues();
+        self.unpark();
         for slot in &mut self.slots {
             if slot.kill_at.is_some_and(|at| at <= now) {
                 slot.kill_at = None;

@@ -5,10 +5,13 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
+
 use stickyd_ring::{InMsg, OutMsg};
 use stickyd_worker::wire::{self, ConnRecord};
 
 use super::spawn::Spawned;
+use crate::threads::Delivery;
 
 /// A connection on its way to a worker. The master owns the fd until the worker acknowledges it.
 #[derive(Debug)]
@@ -57,16 +60,30 @@ pub(crate) enum Drain {
     Sent,
 }
 
+/// What fills a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A process the master started (and restarts).
+    Process,
+    /// A process that connected to `--attach PATH`; the master neither starts nor signals it.
+    Attached,
+    /// A thread of the embedding process, fed through a channel of fds.
+    Thread,
+}
+
 /// One worker slot, `0..N`.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub id: u32,
+    pub kind: Kind,
     pub phase: Phase,
     /// The worker's process, until it has been reaped.
     pub pid: Option<u32>,
     pub pidfd: Option<OwnedFd>,
     /// The master's end of the channel, until the worker has been retired.
     pub channel: Option<OwnedFd>,
+    /// An in-process worker's queue, until it is drained (dropped) or its thread has gone.
+    pub thread: Option<Sender<Delivery>>,
     /// The receive buffer, when no receive is in flight.
     pub inbox: Option<InMsg>,
     /// The channel has been read to its end (or has failed for good).
@@ -105,13 +122,49 @@ impl Slot {
     /// The slot `id` with a freshly started worker; `deaths` carries the back-off step over.
     pub fn new(id: u32, worker: Spawned, deaths: u32) -> Slot {
         Slot {
-            id,
             phase: Phase::Starting,
             pid: Some(worker.pid),
             pidfd: Some(worker.pidfd),
             channel: Some(worker.channel),
-            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
             eof: false,
+            deaths,
+            ..Slot::empty(id, Kind::Process)
+        }
+    }
+
+    /// The slot `id` filled by an attached worker whose `HELLO` has been read: live, with a
+    /// `WELCOME` to send.
+    pub fn attached(id: u32, channel: OwnedFd) -> Slot {
+        Slot {
+            phase: Phase::Live,
+            channel: Some(channel),
+            eof: false,
+            welcome_due: true,
+            ..Slot::empty(id, Kind::Attached)
+        }
+    }
+
+    /// The slot `id` served by a thread of this process: live from the start.
+    pub fn thread(id: u32, queue: Sender<Delivery>) -> Slot {
+        Slot {
+            phase: Phase::Live,
+            thread: Some(queue),
+            ..Slot::empty(id, Kind::Thread)
+        }
+    }
+
+    /// The slot `id` with nothing in it (an attached worker may fill it).
+    pub fn empty(id: u32, kind: Kind) -> Slot {
+        Slot {
+            id,
+            kind,
+            phase: Phase::Gone,
+            pid: None,
+            pidfd: None,
+            channel: None,
+            thread: None,
+            eof: true,
+            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
             sending: None,
             msg: Some(OutMsg::with_capacity(
                 wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN,
@@ -126,16 +179,21 @@ impl Slot {
             violated: false,
             held: 0,
             spawned_at: Instant::now(),
-            deaths,
+            deaths: 0,
             respawn_at: None,
             last_exit: None,
             kill_at: None,
         }
     }
 
-    /// Whether the process has exited and been reaped.
+    /// Whether the worker is over: its process exited and reaped, its attached peer's
+    /// channel retired, or its thread's queue closed.
     pub fn exited(&self) -> bool {
-        self.pid.is_none()
+        match self.kind {
+            Kind::Process => self.pid.is_none(),
+            Kind::Attached => self.channel.is_none(),
+            Kind::Thread => self.thread.is_none(),
+        }
     }
 
     /// Takes the connections this worker was sent and never acknowledged, oldest first, and

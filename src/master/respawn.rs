@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use super::pool::Kind;
 use super::pool::Slot;
 use super::{Master, arm_exit, arm_recv, spawn};
 
@@ -32,6 +33,9 @@ impl Master {
     pub(super) fn schedule_respawn(&mut self, w: u32) {
         let slot = &mut self.slots[w as usize];
         if self.shutdown.is_some() || !slot.vacant() || slot.respawn_at.is_some() {
+            return;
+        }
+        if slot.kind == Kind::Thread {
             return;
         }
         let now = Instant::now();

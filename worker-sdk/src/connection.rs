@@ -50,6 +50,16 @@ impl From<&ConnRecord> for Meta {
     }
 }
 
+impl Connection {
+    /// A connection from its record and fd, as a worker receives them: consumes the PROXY
+    /// header the record says there is, and puts the stream in blocking mode. For
+    /// dispatchers that hand connections over by other means than the channel (threads of
+    /// one process).
+    pub fn from_parts(rec: ConnRecord, fd: OwnedFd) -> io::Result<Connection> {
+        finish(rec, fd)
+    }
+}
+
 /// Makes the received fd a [`Connection`]: consumes the PROXY header, if any, and puts the
 /// stream in blocking mode (`O_NONBLOCK` lives on the open file description the master
 /// shares, so the mode is set explicitly either way).

@@ -53,6 +53,9 @@ pub const MAX_MESSAGE: usize = 65536 + 16;
 pub const MAX_REASON: usize = 1024;
 /// Most bytes of one listener name in `WELCOME`.
 pub const MAX_NAME: usize = 255;
+/// The worker id an attached worker sends in `HELLO` to take any free slot; `WELCOME` names
+/// the one it got.
+pub const ANY_WORKER: u32 = u32::MAX;
 
 const HELLO_LEN: usize = HEADER_LEN + 8;
 const WELCOME_FIXED: usize = HEADER_LEN + 8;

@@ -1,63 +1,75 @@
-//! The `stickyd` command line: clap definitions turned into a [`Config`].
+//! The `stickyd` command line: clap definitions, laid over the configuration file when there is
+//! one (`--config FILE`), turned into a [`Config`].
+//!
+//! A flag given on the command line overrides the file's value of the same setting; a flag not
+//! given leaves the file's value, and where neither says anything the default applies.
+//! `--listen` adds listeners after the file's; `--key`, `--fallback`, `--trust` and
+//! `--proxy-protocol` replace the file's dispatcher-wide ones (a listener with rules of its
+//! own keeps them); `-- WORKER_COMMAND` replaces `worker-command`.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
+use crate::config::values::{
+    parse_addr, parse_duration, parse_max_peek, parse_max_queue, parse_positive_duration,
+    parse_workers,
+};
 use crate::config::{
-    Backend, Config, DEFAULT_LISTEN, ListenSpec, OnTimeout, WorkerCommand, parse_duration,
-    parse_size,
+    Backend, Config, DEFAULT_GRACE, DEFAULT_LISTEN, DEFAULT_MAX_PEEK, DEFAULT_PEEK_TIMEOUT,
+    FileError, FileSettings, ListenSpec, OnTimeout, RuleSettings, WorkerCommand,
 };
 use crate::decide::KeyPlan;
-use crate::keys::{Cidr, KeyRule, Trust};
+use crate::keys::{Cidr, KeyRule};
 
-/// The most worker slots one master runs.
-pub const MAX_WORKERS: u32 = 4096;
-
-/// The most listeners one master runs (the wire protocol indexes them with a `u16`).
-pub const MAX_LISTENERS: usize = 256;
-
-/// The default `--max-queue`.
-pub const DEFAULT_MAX_QUEUE: u32 = 1024;
-
-/// The bounds of `--max-peek`.
-const MAX_PEEK_RANGE: std::ops::RangeInclusive<usize> = 64..=(1 << 20);
+pub use crate::config::{DEFAULT_MAX_QUEUE, MAX_LISTENERS, MAX_WORKERS};
 
 /// stickyd: a sticky-session connection dispatcher. Accepts TCP connections, peeks at their
 /// first bytes, and hands each connection's file descriptor to the worker its key hashes to.
+///
+/// Each flag not given takes its value from the `--config` file, if it gives one, and then its
+/// default.
 #[derive(Debug, Parser)]
 #[command(name = "stickyd", version, max_term_width = 100)]
 pub struct Cli {
+    /// Read the settings and listeners from this TOML file; flags override it, and --listen
+    /// adds listeners after its own
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Listen on ADDR (repeatable); NAME defaults to l0, l1, ... [default: 127.0.0.1:3000]
     #[arg(long = "listen", value_name = "[NAME=]ADDR")]
     pub listen: Vec<String>,
 
     /// Worker processes [default: the number of CPUs]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS as i64))]
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<u32>,
 
-    /// Key rule, tried in order (repeatable): ip, header:NAME [default: ip]
+    /// Key rule, tried in order (repeatable): ip, header:NAME, cookie:NAME, query:NAME, sni
+    /// [default: ip]
     #[arg(long = "key", value_name = "RULE")]
     pub keys: Vec<KeyRule>,
 
-    /// Rule used when no --key rule yields a key
-    #[arg(long, value_name = "RULE", default_value = "ip")]
-    pub fallback: KeyRule,
+    /// Rule used when no --key rule yields a key [default: ip]
+    #[arg(long, value_name = "RULE")]
+    pub fallback: Option<KeyRule>,
 
-    /// Deadline, counted from accept, for the key to arrive
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_positive_duration)]
-    pub peek_timeout: Duration,
+    /// Deadline, counted from accept, for the key to arrive [default: 5s]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    pub peek_timeout: Option<Duration>,
 
     /// At the peek deadline or the --max-peek limit without a key: route by the fallback rule,
-    /// or close the connection
-    #[arg(long, value_name = "WHAT", value_enum, default_value_t = OnTimeout::Fallback)]
-    pub on_timeout: OnTimeout,
+    /// or close the connection [default: fallback]
+    #[arg(long, value_name = "WHAT", value_enum)]
+    pub on_timeout: Option<OnTimeout>,
 
-    /// The most bytes peeked from a connection (64 to 1MiB)
-    #[arg(long, value_name = "BYTES", default_value = "16KiB", value_parser = parse_max_peek)]
-    pub max_peek: usize,
+    /// The most bytes peeked from a connection (64 to 1MiB) [default: 16KiB]
+    #[arg(long, value_name = "BYTES", value_parser = parse_max_peek)]
+    pub max_peek: Option<usize>,
 
     /// Every connection starts with a PROXY protocol header (v1 or v2); `ip` is the address
     /// it carries
@@ -70,104 +82,113 @@ pub struct Cli {
     pub trust: Vec<Cidr>,
 
     /// The most connections a worker holds unacknowledged; beyond, its keys spill to the next
-    /// worker by rank
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_QUEUE,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    pub max_queue: u32,
+    /// worker by rank [default: 1024]
+    #[arg(long, value_name = "N", value_parser = parse_max_queue)]
+    pub max_queue: Option<u32>,
 
     /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz
-    #[arg(long, value_name = "ADDR")]
-    pub metrics: Option<std::net::SocketAddr>,
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub metrics: Option<SocketAddr>,
 
-    /// The event loop: io_uring, epoll, or io_uring where the kernel allows it
-    #[arg(long, value_name = "KIND", value_enum, default_value_t = Backend::Auto)]
-    pub backend: Backend,
+    /// The event loop: io_uring, epoll, or io_uring where the kernel allows it [default: auto]
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub backend: Option<Backend>,
 
-    /// How long a shutdown waits for workers to drain before signalling them
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub grace: Duration,
+    /// How long a shutdown waits for workers to drain before signalling them [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub grace: Option<Duration>,
 
     /// The worker program and its arguments [default: the built-in hello worker]
     #[arg(last = true, value_name = "WORKER_COMMAND")]
     pub command: Vec<OsString>,
 }
 
-fn parse_positive_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
-        Ok(d) => Ok(d),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-fn parse_max_peek(s: &str) -> Result<usize, String> {
-    let n = parse_size(s).map_err(|e| e.to_string())?;
-    if MAX_PEEK_RANGE.contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!(
-            "must be from {} to {} bytes",
-            MAX_PEEK_RANGE.start(),
-            MAX_PEEK_RANGE.end()
-        ))
-    }
+/// A command line, or the configuration file it names, that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A bad flag value, or flags that do not go together: the text names the flag.
+    #[error("error: {0}")]
+    Flag(String),
+    /// The configuration file cannot be read or says something wrong.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 impl Cli {
-    /// Turns the parsed command line into a [`Config`]; the error is one line naming the bad
-    /// argument.
-    pub fn into_config(self) -> Result<Config, String> {
-        let raw = if self.listen.is_empty() {
-            vec![DEFAULT_LISTEN.to_owned()]
-        } else {
-            self.listen
+    /// Turns the parsed command line, over the configuration file it names, into a
+    /// [`Config`]; the error is one line naming the bad argument or the file, line and key.
+    pub fn into_config(self) -> Result<Config, CliError> {
+        let file = match &self.config {
+            Some(path) => FileSettings::load(path)?,
+            None => FileSettings::default(),
         };
-        if raw.len() > MAX_LISTENERS {
-            return Err(format!("too many --listen (at most {MAX_LISTENERS})"));
+        let flags = RuleSettings {
+            keys: (!self.keys.is_empty()).then_some(self.keys),
+            fallback: self.fallback,
+            trust: (!self.trust.is_empty()).then_some(self.trust),
+        };
+        let defaults = KeyPlan::new(vec![KeyRule::Ip], KeyRule::Ip);
+        let plan = flags.or(file.rules).plan(&defaults);
+
+        let mut listeners: Vec<ListenSpec> = file
+            .listeners
+            .into_iter()
+            .map(|l| l.into_spec(&plan))
+            .collect();
+        let from_file = listeners.len();
+        if from_file + self.listen.len() > MAX_LISTENERS {
+            return Err(CliError::Flag(format!(
+                "too many --listen (at most {MAX_LISTENERS} listeners, the file's included)"
+            )));
         }
-        let mut listeners = Vec::with_capacity(raw.len());
-        let mut names = HashSet::new();
-        for (i, s) in raw.iter().enumerate() {
-            let spec = ListenSpec::parse(s, &format!("l{i}"))
-                .map_err(|e| format!("invalid value '{s}' for '--listen': {e}"))?;
+        let mut names: HashSet<String> = listeners.iter().map(|l| l.name.clone()).collect();
+        for (i, s) in self.listen.iter().enumerate() {
+            let bad =
+                |e: String| CliError::Flag(format!("invalid value '{s}' for '--listen': {e}"));
+            let spec = ListenSpec::parse(s, &format!("l{}", from_file + i))
+                .map_err(|e| bad(e.to_string()))?;
             if !names.insert(spec.name.clone()) {
-                return Err(format!(
-                    "invalid value '{s}' for '--listen': the name '{}' is used twice",
-                    spec.name
-                ));
+                return Err(bad(format!("the name '{}' is used twice", spec.name)));
             }
             listeners.push(spec);
         }
-        let workers = match self.workers {
-            Some(n) => n,
-            None => std::thread::available_parallelism()
+        if listeners.is_empty() {
+            let spec = ListenSpec::parse(DEFAULT_LISTEN, "l0")
+                .map_err(|e| CliError::Flag(e.to_string()))?;
+            listeners.push(spec);
+        }
+
+        let workers = self.workers.or(file.workers).unwrap_or_else(|| {
+            std::thread::available_parallelism()
                 .map_or(1, |n| u32::try_from(n.get()).unwrap_or(MAX_WORKERS))
-                .min(MAX_WORKERS),
-        };
-        let rules = if self.keys.is_empty() {
-            vec![KeyRule::Ip]
-        } else {
-            self.keys
-        };
+                .min(MAX_WORKERS)
+        });
         let worker_command = self
             .command
             .split_first()
             .map(|(program, args)| WorkerCommand {
                 program: program.clone(),
                 args: args.to_vec(),
-            });
+            })
+            .or(file.worker_command);
         Ok(Config {
             listeners,
             workers,
-            plan: KeyPlan::new(rules, self.fallback).with_trust(Trust::new(self.trust)),
-            peek_timeout: self.peek_timeout,
-            on_timeout: self.on_timeout,
-            max_peek: self.max_peek,
-            proxy_protocol: self.proxy_protocol,
-            max_queue: self.max_queue as usize,
-            metrics: self.metrics,
-            backend: self.backend,
-            grace: self.grace,
+            plan,
+            peek_timeout: self
+                .peek_timeout
+                .or(file.peek_timeout)
+                .unwrap_or(DEFAULT_PEEK_TIMEOUT),
+            on_timeout: self.on_timeout.or(file.on_timeout).unwrap_or_default(),
+            max_peek: self.max_peek.or(file.max_peek).unwrap_or(DEFAULT_MAX_PEEK),
+            proxy_protocol: self.proxy_protocol || file.proxy_protocol.unwrap_or(false),
+            max_queue: self
+                .max_queue
+                .or(file.max_queue)
+                .unwrap_or(DEFAULT_MAX_QUEUE) as usize,
+            metrics: self.metrics.or(file.metrics),
+            backend: self.backend.or(file.backend).unwrap_or_default(),
+            grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
             worker_command,
         })
     }
@@ -180,7 +201,7 @@ pub enum Parsed {
     Run(Box<Config>),
     /// Print this (help or version) to stdout and exit 0.
     Print(String),
-    /// A bad command line: print this one line and exit 2.
+    /// A bad command line or configuration file: print this one line and exit 2.
     Bad(String),
 }
 
@@ -194,7 +215,7 @@ where
     match Cli::try_parse_from(args) {
         Ok(cli) => match cli.into_config() {
             Ok(config) => Parsed::Run(Box::new(config)),
-            Err(e) => Parsed::Bad(format!("stickyd: error: {e}")),
+            Err(e) => Parsed::Bad(format!("stickyd: {e}")),
         },
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             Parsed::Print(e.to_string())
@@ -324,10 +345,208 @@ mod tests {
             (&["--trust", "10.0.0.0/33"][..], "--trust"),
             (&["--trust", "nonsense"][..], "--trust"),
             (&["--frobnicate"][..], "--frobnicate"),
+            (&["--config"][..], "--config"),
+            (&["--config", "a", "--config", "b"][..], "--config"),
         ] {
             let line = bad(args);
             assert!(line.contains(needle), "{args:?}: {line}");
             assert_eq!(line.lines().count(), 1, "{args:?}: {line}");
         }
+    }
+
+    /// A configuration file in the temporary directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str, text: &str) -> TempFile {
+            let name = format!("stickyd-cli-{}-{tag}.toml", std::process::id());
+            let path = std::env::temp_dir().join(name);
+            std::fs::write(&path, text).unwrap();
+            TempFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    const FILE: &str = r#"
+workers = 3
+peek-timeout = "1s"
+on-timeout = "close"
+max-peek = 1024
+grace = "2s"
+metrics = "127.0.0.1:0"
+max-queue = 7
+backend = "epoll"
+key = ["header:x-user"]
+fallback = "cookie:sid"
+trust = ["10.0.0.0/8"]
+worker-command = ["file-worker", "--from-file"]
+
+[[listener]]
+name = "a"
+addr = "127.0.0.1:0"
+
+[[listener]]
+addr = "127.0.0.1:0"
+key = ["cookie:sid"]
+proxy-protocol = false
+"#;
+
+    #[test]
+    fn the_file_gives_the_settings() {
+        let file = TempFile::new("settings", FILE);
+        let c = config(&["--config", file.path()]);
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.peek_timeout, Duration::from_secs(1));
+        assert_eq!(c.on_timeout, OnTimeout::Close);
+        assert_eq!(c.max_peek, 1024);
+        assert_eq!(c.grace, Duration::from_secs(2));
+        assert_eq!(c.metrics, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.max_queue, 7);
+        assert_eq!(c.backend, Backend::Epoll);
+        assert_eq!(c.plan.rules(), ["header:x-user".parse().unwrap()]);
+        assert_eq!(c.plan.fallback(), &"cookie:sid".parse().unwrap());
+        assert_eq!(c.plan.trust().networks(), ["10.0.0.0/8".parse().unwrap()]);
+        assert!(!c.proxy_protocol);
+        let names: Vec<_> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "l1"]);
+        assert!(c.listeners[0].plan.is_none());
+        let own = c.plan_of(1);
+        assert_eq!(own.rules(), ["cookie:sid".parse().unwrap()]);
+        assert_eq!(own.fallback(), c.plan.fallback());
+        assert_eq!(own.trust(), c.plan.trust());
+        assert_eq!(c.listeners[1].proxy_protocol, Some(false));
+        let cmd = c.worker_command.unwrap();
+        assert_eq!(cmd.program, "file-worker");
+        assert_eq!(cmd.args, ["--from-file"]);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = TempFile::new("override", FILE);
+        let c = config(&[
+            "--workers",
+            "2",
+            "--peek-timeout",
+            "3s",
+            "--on-timeout",
+            "fallback",
+            "--max-peek",
+            "2KiB",
+            "--grace",
+            "5s",
+            "--metrics",
+            "127.0.0.2:0",
+            "--max-queue",
+            "9",
+            "--backend",
+            "auto",
+            "--config",
+            file.path(),
+            "--key",
+            "query:s",
+            "--key",
+            "ip",
+            "--trust",
+            "192.168.0.0/16",
+            "--proxy-protocol",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            "c=127.0.0.1:0",
+            "--",
+            "flag-worker",
+        ]);
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.peek_timeout, Duration::from_secs(3));
+        assert_eq!(c.on_timeout, OnTimeout::Fallback);
+        assert_eq!(c.max_peek, 2048);
+        assert_eq!(c.grace, Duration::from_secs(5));
+        assert_eq!(c.metrics, Some("127.0.0.2:0".parse().unwrap()));
+        assert_eq!(c.max_queue, 9);
+        assert_eq!(c.backend, Backend::Auto);
+        // The dispatcher-wide rules are the flags'; the file's fallback stays, not given.
+        assert_eq!(c.plan.rules(), ["query:s".parse().unwrap(), KeyRule::Ip]);
+        assert_eq!(c.plan.fallback(), &"cookie:sid".parse().unwrap());
+        assert_eq!(
+            c.plan.trust().networks(),
+            ["192.168.0.0/16".parse().unwrap()]
+        );
+        assert!(c.proxy_protocol);
+        // The file's listeners first, then the flags', named by position.
+        let names: Vec<_> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["a", "l1", "l2", "c"]);
+        // A listener with rules of its own keeps them, over the new dispatcher-wide ones.
+        assert_eq!(c.plan_of(1).rules(), ["cookie:sid".parse().unwrap()]);
+        assert_eq!(c.plan_of(1).trust(), c.plan.trust());
+        assert!(!c.proxy_protocol_of(1));
+        for i in [0, 2, 3] {
+            assert_eq!(c.plan_of(i).rules(), c.plan.rules());
+            assert!(c.proxy_protocol_of(i));
+        }
+        assert_eq!(c.worker_command.unwrap().program, "flag-worker");
+    }
+
+    #[test]
+    fn the_default_listener_only_when_neither_gives_one() {
+        let file = TempFile::new("no-listener", "workers = 1\n");
+        let c = config(&["--config", file.path()]);
+        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners[0].addr, DEFAULT_LISTEN.parse().unwrap());
+        let c = config(&["--config", file.path(), "--listen", "x=127.0.0.1:0"]);
+        let names: Vec<_> = c.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["x"]);
+        assert!(c.worker_command.is_none());
+    }
+
+    #[test]
+    fn listener_names_stay_unique_across_the_file_and_the_flags() {
+        let file = TempFile::new("names", FILE);
+        for listen in ["a=127.0.0.1:0", "l1=127.0.0.1:0"] {
+            let line = bad(&["--config", file.path(), "--listen", listen]);
+            assert!(line.starts_with("stickyd: error: invalid value"), "{line}");
+            assert!(
+                line.contains("'--listen'") && line.contains("used twice"),
+                "{line}"
+            );
+        }
+        let many = TempFile::new(
+            "many",
+            &"[[listener]]\naddr = \"127.0.0.1:0\"\n".repeat(256),
+        );
+        let line = bad(&["--config", many.path(), "--listen", "127.0.0.1:0"]);
+        assert!(line.contains("too many --listen"), "{line}");
+    }
+
+    #[test]
+    fn a_bad_file_is_one_line_naming_the_file_line_and_key() {
+        let file = TempFile::new("bad", "workers = 2\n[[listener]]\naddr = \"1.2.3.4\"\n");
+        let line = bad(&["--config", file.path()]);
+        assert_eq!(
+            line,
+            format!(
+                "stickyd: {}:3: listener.addr: '1.2.3.4' is not an address:port \
+                 (e.g. 127.0.0.1:3000 or [::1]:3000)",
+                file.path()
+            )
+        );
+        let missing = std::env::temp_dir().join("stickyd-cli-no-such-file.toml");
+        let line = bad(&["--config", missing.to_str().unwrap()]);
+        assert_eq!(
+            line,
+            format!(
+                "stickyd: {}: cannot read the configuration file: \
+                 No such file or directory (os error 2)",
+                missing.display()
+            )
+        );
     }
 }

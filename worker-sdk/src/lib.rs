@@ -57,6 +57,9 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+#[allow(unsafe_code)]
+mod async_worker;
 mod batch;
 mod connection;
 mod error;
@@ -65,6 +68,8 @@ mod sys;
 pub mod wire;
 mod worker;
 
+#[cfg(feature = "tokio")]
+pub use async_worker::{AsyncConnection, AsyncWorker};
 pub use connection::{Connection, Meta};
 pub use error::Error;
 pub use worker::{Incoming, Worker};

@@ -1,13 +1,25 @@
-//! The dispatcher's configuration, and the parsers for the values the command line takes
-//! (durations, sizes, listener specifications).
+//! The dispatcher's configuration ([`Config`]), where it comes from, and the parsers for the
+//! values it takes.
+//!
+//! - [`values`]: the parsers of durations, sizes, counts, addresses and names, shared by the
+//!   command line and the configuration file.
+//! - [`file`](mod@file): the TOML configuration file (`--config FILE`).
+//! - [`crate::cli`]: the command line, which combines its flags with the file into a `Config`.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::decide::KeyPlan;
+
+pub mod file;
+pub mod values;
+
+pub use file::{FileError, FileListener, FileSettings, RuleSettings};
+pub use values::{
+    MAX_DURATION, MAX_LISTENER_NAME, MAX_LISTENERS, MAX_QUEUE, MAX_WORKERS, ValueError,
+    parse_duration, parse_size,
+};
 
 /// Everything a [`Dispatcher`](crate::Dispatcher) needs to run.
 #[derive(Clone, Debug)]
@@ -71,35 +83,35 @@ impl Config {
     }
 }
 
-/// The default listening address.
+/// The default listening address, when neither the command line nor the file names one.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 
-/// The longest listener name (the wire protocol carries names of up to 255 bytes).
-pub const MAX_LISTENER_NAME: usize = 64;
+/// The default peek timeout.
+pub const DEFAULT_PEEK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The default most bytes peeked from a connection.
+pub const DEFAULT_MAX_PEEK: usize = 16 * 1024;
+
+/// The default time a shutdown waits for draining workers.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The default most connections a worker holds unacknowledged.
+pub const DEFAULT_MAX_QUEUE: u32 = 1024;
 
 impl ListenSpec {
-    /// Parses `[NAME=]ADDR`; `default_name` is used when NAME is absent.
-    pub fn parse(s: &str, default_name: &str) -> Result<ListenSpec, String> {
+    /// Parses `[NAME=]ADDR`; `default_name` is used when NAME is absent. The listener follows
+    /// the dispatcher-wide rules.
+    pub fn parse(s: &str, default_name: &str) -> Result<ListenSpec, ValueError> {
         let (name, addr) = match s.split_once('=') {
             Some((name, addr)) => (name, addr),
             None => (default_name, s),
         };
-        if name.is_empty() || name.len() > MAX_LISTENER_NAME {
-            return Err(format!(
-                "listener name must be 1 to {MAX_LISTENER_NAME} characters"
-            ));
-        }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err(format!(
-                "listener name '{name}' may only use letters, digits, '-', '_' and '.'"
-            ));
-        }
-        let addr = SocketAddr::from_str(addr).map_err(|_| {
-            format!("'{addr}' is not an address:port (e.g. 127.0.0.1:3000 or [::1]:3000)")
-        })?;
+        ListenSpec::new(name, values::parse_addr(addr)?)
+    }
+
+    /// A listener named `name` (checked) on `addr`, following the dispatcher-wide rules.
+    pub fn new(name: &str, addr: SocketAddr) -> Result<ListenSpec, ValueError> {
+        values::check_listener_name(name)?;
         Ok(ListenSpec {
             name: name.to_owned(),
             addr,
@@ -140,95 +152,9 @@ pub struct WorkerCommand {
     pub args: Vec<OsString>,
 }
 
-/// A value that does not parse, with what was expected.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValueError(String);
-
-impl fmt::Display for ValueError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ValueError {}
-
-/// The longest duration any setting takes.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-/// Parses a duration: an integer and a unit, `250ms`, `5s`, `1m` (also `us`, `h`), at most 24h.
-pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
-    let bad = || ValueError(format!("'{s}' is not a duration (e.g. 250ms, 5s, 1m)"));
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let d = match unit {
-        "us" => Duration::from_micros(n),
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
-        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
-        _ => return Err(bad()),
-    };
-    if d > MAX_DURATION {
-        return Err(ValueError(format!(
-            "'{s}' is longer than the most allowed, 24h"
-        )));
-    }
-    Ok(d)
-}
-
-/// Parses a size: bytes, or an integer with `KiB`, `MiB` or `GiB`.
-pub fn parse_size(s: &str) -> Result<usize, ValueError> {
-    let bad = || ValueError(format!("'{s}' is not a size (e.g. 4096, 16KiB, 1MiB)"));
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: usize = digits.parse().map_err(|_| bad())?;
-    let scale: usize = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("24h"), Ok(MAX_DURATION));
-        assert!(parse_duration("25h").is_err());
-        assert!(parse_duration("9999999999999999999s").is_err());
-        for bad in [
-            "",
-            "5",
-            "s",
-            "5 s",
-            "-1s",
-            "1.5s",
-            "5sec",
-            "99999999999999999999s",
-        ] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should not parse");
-        }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("16KiB"), Ok(16 * 1024));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        for bad in ["", "KiB", "16kb", "1.5MiB", "-1"] {
-            assert!(parse_size(bad).is_err(), "{bad:?} should not parse");
-        }
-    }
 
     #[test]
     fn listen_specs() {
@@ -249,5 +175,33 @@ mod tests {
                 "{bad:?} should not parse"
             );
         }
+    }
+
+    #[test]
+    fn listeners_without_rules_of_their_own_follow_the_dispatcher() {
+        let mut config = Config {
+            listeners: vec![
+                ListenSpec::parse("127.0.0.1:0", "a").unwrap(),
+                ListenSpec::parse("127.0.0.1:0", "b").unwrap(),
+            ],
+            workers: 1,
+            plan: KeyPlan::new(vec!["sni".parse().unwrap()], crate::keys::KeyRule::Ip),
+            peek_timeout: DEFAULT_PEEK_TIMEOUT,
+            on_timeout: OnTimeout::Fallback,
+            max_peek: DEFAULT_MAX_PEEK,
+            proxy_protocol: true,
+            max_queue: DEFAULT_MAX_QUEUE as usize,
+            metrics: None,
+            backend: Backend::Auto,
+            grace: DEFAULT_GRACE,
+            worker_command: None,
+        };
+        config.listeners[1].plan = Some(KeyPlan::new(Vec::new(), crate::keys::KeyRule::Ip));
+        config.listeners[1].proxy_protocol = Some(false);
+        assert_eq!(config.plan_of(0).rules(), config.plan.rules());
+        assert_eq!(config.plan_of(1).rules(), [crate::keys::KeyRule::Ip]);
+        assert!(config.proxy_protocol_of(0));
+        assert!(!config.proxy_protocol_of(1));
+        assert!(config.proxy_protocol_of(9));
     }
 }

@@ -1,0 +1,219 @@
+//! The SDK's async receive (feature `tokio`) under stickyd: the `hyper_worker` example serves
+//! HTTP/1.1 with hyper, routed by a header, and drains gracefully.
+
+mod util;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use stickyd::keys::Key;
+use stickyd_worker::wire::{self, Message};
+use util::*;
+
+/// `stickyd --workers 2 --key header:x-user -- hyper_worker`, both workers ready.
+fn start() -> Stickyd {
+    let worker = example_bin("hyper_worker");
+    let s = Stickyd::start(&[
+        "--listen",
+        "web=127.0.0.1:0",
+        "--workers",
+        "2",
+        "--key",
+        "header:x-user",
+        "--",
+        worker.to_str().expect("UTF-8 path"),
+    ]);
+    s.wait_ready(2);
+    s
+}
+
+fn user(name: &str) -> String {
+    format!("X-User: {name}")
+}
+
+#[test]
+fn each_user_is_answered_by_the_worker_its_key_owns() {
+    let s = start();
+    let mut seen = HashSet::new();
+    for i in 0..12u8 {
+        let name = format!("user-{i}");
+        let source = lo(10 + i);
+        let r = get(s.addr(), Some(source), "/", &[&user(&name)]);
+        assert_eq!(r.status, 200);
+        let owner = owner(Key::Bytes(name.as_bytes()), 2);
+        assert_eq!(r.worker(), owner, "{name}");
+        assert_eq!(r.header("x-listener"), Some("web"));
+        assert_eq!(r.header("x-peer"), Some(source.to_string().as_str()));
+        assert_eq!(r.body, format!("worker: {owner}\n").into_bytes());
+        seen.insert(owner);
+    }
+    assert_eq!(seen.len(), 2, "the users cover both workers");
+}
+
+#[test]
+fn a_keep_alive_connection_stays_with_its_worker_and_streams_bytes() {
+    let s = start();
+    let first = owner(Key::Bytes(b"alice"), 2);
+    // A user another worker owns: on alice's connection it is still alice's worker's.
+    let other = (0..64)
+        .map(|i| format!("other-{i}"))
+        .find(|name| owner(Key::Bytes(name.as_bytes()), 2) != first)
+        .expect("a user of the other worker");
+    let mut c = connect(s.addr(), Some(lo(30)));
+    for (path, name) in [
+        ("/", "alice"),
+        ("/bytes/100000", "alice"),
+        ("/", other.as_str()),
+        ("/bytes/0", "alice"),
+        ("/", "alice"),
+    ] {
+        c.write_all(request(path, &[&user(name)]).as_bytes())
+            .unwrap();
+        let r = read_response(&mut c);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.worker(), first, "{path} as {name}");
+        match path.strip_prefix("/bytes/") {
+            Some(n) => {
+                assert_eq!(r.body.len(), n.parse::<usize>().unwrap());
+                assert!(r.body.iter().all(|&b| b == b'x'));
+            }
+            None => assert_eq!(r.body, format!("worker: {first}\n").into_bytes()),
+        }
+    }
+    c.write_all(request("/bytes/70000000", &[&user("alice")]).as_bytes())
+        .unwrap();
+    assert_eq!(read_response(&mut c).status, 400, "over 64 MiB");
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_closes_idle_ones_and_exits_0() {
+    const SIZE: usize = 64 * 1024 * 1024;
+    let mut s = start();
+    // An idle keep-alive connection on each worker.
+    let mut idle: Vec<_> = (0..12u8)
+        .map(|i| {
+            let mut c = connect(s.addr(), Some(lo(40 + i)));
+            let name = format!("idle-{i}");
+            c.write_all(request("/", &[&user(&name)]).as_bytes())
+                .unwrap();
+            assert_eq!(read_response(&mut c).status, 200);
+            c
+        })
+        .collect();
+    // A response far larger than the socket buffers: in flight when the signal arrives.
+    let mut big = connect(s.addr(), Some(lo(60)));
+    big.write_all(request(&format!("/bytes/{SIZE}"), &[&user("alice")]).as_bytes())
+        .unwrap();
+    let mut first = [0u8; 1];
+    big.read_exact(&mut first).unwrap();
+    s.signal(libc::SIGTERM);
+
+    let mut rest = Vec::with_capacity(SIZE + 512);
+    big.read_to_end(&mut rest)
+        .expect("the response, then end of file");
+    let mut response = first.to_vec();
+    response.append(&mut rest);
+    let head_end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&response[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {SIZE}\r\n")),
+        "{head}"
+    );
+    assert_eq!(response.len() - head_end, SIZE, "the whole body arrived");
+    assert!(response[head_end..].iter().all(|&b| b == b'x'));
+
+    for c in &mut idle {
+        let mut byte = [0u8; 1];
+        assert_eq!(c.read(&mut byte).unwrap(), 0, "idle connection closed");
+    }
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    // Both workers finished by themselves, not at the end of the grace period.
+    for id in 0..2 {
+        s.wait_log(&format!("hyper_worker: worker {id} exiting"), TIMEOUT);
+    }
+    assert!(
+        !s.log().iter().any(|l| l.contains("grace period over")),
+        "{:#?}",
+        s.log()
+    );
+}
+
+#[test]
+fn a_refused_worker_exits_non_zero_with_the_reason() {
+    let mut fds = [-1; 2];
+    // SAFETY: `fds` has room for the two fds socketpair writes.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
+    // SAFETY: socketpair succeeded: two new fds that nothing else owns.
+    let (master, child_end) =
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let raw = child_end.as_raw_fd();
+    let mut cmd = Command::new(example_bin("hyper_worker"));
+    cmd.env("STICKYD_FD", raw.to_string())
+        .env("STICKYD_WORKER_ID", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: runs in the forked child before exec and calls only fcntl, which is
+    // async-signal-safe; `raw` is open in the child, since the parent keeps `child_end` open
+    // until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start hyper_worker");
+    drop(child_end);
+    let master = UnixDatagram::from(master);
+    master.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = vec![0u8; wire::MAX_MESSAGE];
+    let n = master.recv(&mut buf).expect("HELLO");
+    assert!(matches!(
+        wire::decode(&buf[..n]),
+        Ok(Message::Hello(h)) if h.worker_id == 0
+    ));
+    let mut refused = Vec::new();
+    wire::encode_refused("slot 0 is taken", &mut refused);
+    master.send(&refused).unwrap();
+
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "hyper_worker did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused by the master: slot 0 is taken"),
+        "{stderr}"
+    );
+}

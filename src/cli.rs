@@ -98,6 +98,16 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub grace: Option<Duration>,
 
+    /// Workers may also attach to this Unix socket (created mode 0600) and fill the slots;
+    /// with no WORKER_COMMAND, stickyd starts no worker and waits for them
+    #[arg(long, value_name = "PATH")]
+    pub attach: Option<PathBuf>,
+
+    /// A uid allowed to attach besides stickyd's own (repeatable); the socket is then created
+    /// mode 0666, and the peer's uid (SO_PEERCRED) decides
+    #[arg(long = "attach-uid", value_name = "UID")]
+    pub attach_uids: Vec<u32>,
+
     /// The worker program and its arguments [default: the built-in hello worker]
     #[arg(last = true, value_name = "WORKER_COMMAND")]
     pub command: Vec<OsString>,
@@ -171,6 +181,11 @@ impl Cli {
                 args: args.to_vec(),
             })
             .or(file.worker_command);
+        if !self.attach_uids.is_empty() && self.attach.is_none() {
+            return Err(CliError::Flag(
+                "--attach-uid allows uids to attach: it needs --attach PATH".to_owned(),
+            ));
+        }
         Ok(Config {
             listeners,
             workers,
@@ -190,6 +205,8 @@ impl Cli {
             backend: self.backend.or(file.backend).unwrap_or_default(),
             grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
             worker_command,
+            attach: self.attach,
+            attach_uids: self.attach_uids,
         })
     }
 }
@@ -340,7 +357,11 @@ mod tests {
             ),
             (&["--metrics", "nowhere"][..], "--metrics"),
             (&["--max-queue", "0"][..], "--max-queue"),
-            (&["--attach", "/tmp/x"][..], "--attach"),
+            (&["--attach-uid", "1000"][..], "--attach"),
+            (
+                &["--attach", "/tmp/x", "--attach-uid", "me"][..],
+                "--attach-uid",
+            ),
             (&["--backend", "kqueue"][..], "--backend"),
             (&["--trust", "10.0.0.0/33"][..], "--trust"),
             (&["--trust", "nonsense"][..], "--trust"),

@@ -145,6 +145,15 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// shutdown(fd, SHUT_RDWR): both directions end; a receive pending on our side returns end of
+/// file, and the peer reads end of file.
+pub fn shutdown_both(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes an fd number and a constant; it touches no memory of ours.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) })
+        .map_err(|e| context("shutdown(SHUT_RDWR)", e))?;
+    Ok(())
+}
+
 /// listen(fd, backlog): on a socket that is already listening (as a bound
 /// `std::net::TcpListener` is), sets a new backlog; the kernel caps it at `net.core.somaxconn`.
 pub fn listen(fd: BorrowedFd<'_>, backlog: i32) -> io::Result<()> {

@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::decide::KeyPlan;
@@ -48,6 +49,10 @@ pub struct Config {
     pub grace: Duration,
     /// The worker program; `None` runs the built-in hello worker.
     pub worker_command: Option<WorkerCommand>,
+    /// A Unix socket path where workers stickyd does not start may attach and fill the slots.
+    pub attach: Option<PathBuf>,
+    /// Uids allowed to attach besides the master's own.
+    pub attach_uids: Vec<u32>,
 }
 
 /// A listening address and its name, and the rules of its own when it does not follow the
@@ -195,6 +200,8 @@ mod tests {
             backend: Backend::Auto,
             grace: DEFAULT_GRACE,
             worker_command: None,
+            attach: None,
+            attach_uids: Vec::new(),
         };
         config.listeners[1].plan = Some(KeyPlan::new(Vec::new(), crate::keys::KeyRule::Ip));
         config.listeners[1].proxy_protocol = Some(false);

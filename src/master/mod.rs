@@ -4,6 +4,7 @@
 //! What to do with a connection given its peeked bytes is decided in [`crate::decide`]; this
 //! module only drives the kernel: which operation to submit next, and what a completion means.
 
+mod attach;
 mod conns;
 mod listen;
 mod pool;
@@ -32,8 +33,9 @@ use crate::verdict::{Examiner, Finality, Refusal, Verdict};
 use crossbeam_channel::{SendError, Sender};
 
 use crate::threads::Delivery;
+use attach::AttachPoint;
 use conns::Conns;
-use pool::{Drain, Handoff, Phase, Sending, Slot};
+use pool::{Drain, Handoff, Kind, Phase, Sending, Slot};
 use token::Token;
 
 /// Submission queue entries of the master's ring.
@@ -135,6 +137,8 @@ struct Master {
     records: Vec<ConnRecord>,
     /// The workers are threads of this process.
     in_process: bool,
+    /// Where workers stickyd did not start attach (`--attach`).
+    attach: Option<AttachPoint>,
 }
 
 /// The signals that shut the dispatcher down.
@@ -232,6 +236,7 @@ impl Master {
             route::hash_path()
         );
 
+        let attach = AttachPoint::open(&config)?;
         let mut master = Master {
             examiners,
             metrics,
@@ -250,6 +255,7 @@ impl Master {
             batches: Vec::new(),
             records: Vec::with_capacity(wire::MAX_CONNS),
             in_process: false,
+            attach,
             config,
         };
         match threads {
@@ -259,6 +265,11 @@ impl Master {
                     master.slots.push(Slot::thread(id, queue));
                 }
                 master.update_live();
+            }
+            None if !master.spawns_workers() => {
+                for id in 0..master.config.workers {
+                    master.slots.push(Slot::empty(id, Kind::Attached));
+                }
             }
             None => {
                 for id in 0..master.config.workers {
@@ -288,9 +299,19 @@ impl Master {
         Ok(master)
     }
 
+    /// Whether the master starts (and restarts) worker processes: not for thread workers, nor
+    /// with `--attach` and no worker command.
+    fn spawns_workers(&self) -> bool {
+        let attached_only = self.attach.is_some() && self.config.worker_command.is_none();
+        !self.in_process && !attached_only
+    }
+
     fn worker_label(&self) -> String {
         if self.in_process {
             return "in-process threads".to_owned();
+        }
+        if !self.spawns_workers() {
+            return "attached workers only".to_owned();
         }
         match &self.config.worker_command {
             Some(c) => format!("`{}`", c.program.to_string_lossy()),
@@ -346,6 +367,7 @@ impl Master {
         for conn in self.conns.drain() {
             drop(conn.fd);
         }
+        self.remove_attach_path();
         info!(
             "stopped: {} connections accepted, {} dispatched",
             self.metrics.accepted_total(),
@@ -378,6 +400,12 @@ impl Master {
             }
             (Token::Exit(w), Outcome::Polled(result)) => self.on_exit(w, result),
             (Token::Signal, Outcome::Polled(_)) => self.on_signal(),
+            (Token::AttachAccept, Outcome::Accepted { fd, more }) => {
+                self.on_attach_accept(fd, more)
+            }
+            (Token::AttachRecv(k), Outcome::ReceivedMsg { msg, result }) => {
+                self.on_attach_recv(k as usize, msg, result)
+            }
             (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
@@ -488,6 +516,7 @@ impl Master {
     /// Arms or cancels the listeners' accepts: accept only while some worker can take a
     /// connection, so that nothing is accepted that cannot go somewhere.
     fn update_accepting(&mut self) {
+        self.tend_attach(None);
         let accepting = self.shutdown.is_none() && self.room() && self.conns.len() < MAX_PENDING;
         if self.accepting && !accepting && self.shutdown.is_none() {
             self.metrics.accept_pause();
@@ -959,9 +988,7 @@ impl Master {
                 } else {
                     // The channel is broken: make sure the worker is gone, so that its channel
                     // ends and what it holds unacknowledged goes elsewhere.
-                    if let Some(pid) = slot.pid {
-                        let _ = sys::kill(pid, libc::SIGKILL);
-                    }
+                    end_worker(slot, libc::SIGKILL);
                     self.gone(w, &format!("channel send failed: {e}"));
                 }
             }
@@ -1094,13 +1121,9 @@ impl Master {
     /// ends and what it left unacknowledged goes elsewhere.
     fn violation(&mut self, w: u32, what: &str) {
         let slot = &mut self.slots[w as usize];
-        error!("worker {w} {what}: killing it");
+        error!("worker {w} {what}: ending it");
         slot.violated = true;
-        if let Some(pid) = slot.pid {
-            if let Err(e) = sys::kill(pid, libc::SIGKILL) {
-                warn!("worker {w}: kill failed: {e}");
-            }
-        }
+        end_worker(slot, libc::SIGKILL);
         self.gone(w, "protocol violation");
     }
 
@@ -1303,12 +1326,7 @@ impl Master {
 
     fn signal_workers(&mut self, sig: i32) {
         for slot in &self.slots {
-            if let Some(pid) = slot.pid {
-                match sys::kill(pid, sig) {
-                    Ok(_) => {}
-                    Err(e) => warn!("worker {} (pid {pid}): kill failed: {e}", slot.id),
-                }
-            }
+            end_worker(slot, sig);
         }
     }
 
@@ -1351,6 +1369,7 @@ impl Master {
             .chain(backstop)
             .chain(shutdown)
             .chain(full_threads)
+            .chain(self.attach.as_ref().and_then(AttachPoint::next_timer))
             .chain(conns)
             .min()
     }
@@ -1371,6 +1390,7 @@ impl Master {
         }
         self.expired = expired;
         self.respawn_due(now);
+        self.tend_attach(Some(now));
         self.measure_thread_queues();
         self.unpark();
         for slot in &mut self.slots {
@@ -1405,6 +1425,20 @@ impl Master {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Ends a slot's worker: a process gets `sig`; an attached worker, which is not ours to
+/// signal, has its channel shut in both directions (it reads end of file, and so do we).
+fn end_worker(slot: &Slot, sig: i32) {
+    if let Some(pid) = slot.pid {
+        if let Err(e) = sys::kill(pid, sig) {
+            warn!("worker {} (pid {pid}): kill failed: {e}", slot.id);
+        }
+    } else if let (Kind::Attached, Some(channel)) = (slot.kind, &slot.channel) {
+        if let Err(e) = sys::shutdown_both(channel.as_fd()) {
+            debug!("worker {}: {e}", slot.id);
         }
     }
 }

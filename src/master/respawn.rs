@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use super::pool::Kind;
 use super::pool::Slot;
 use super::{Master, arm_exit, arm_recv, spawn};
 
@@ -31,11 +30,11 @@ impl Master {
     /// Once a gone worker's process is reaped and its channel retired, schedules the next
     /// process in its slot. Never during a shutdown.
     pub(super) fn schedule_respawn(&mut self, w: u32) {
-        let slot = &mut self.slots[w as usize];
-        if self.shutdown.is_some() || !slot.vacant() || slot.respawn_at.is_some() {
+        if !self.spawns_workers() {
             return;
         }
-        if slot.kind == Kind::Thread {
+        let slot = &mut self.slots[w as usize];
+        if self.shutdown.is_some() || !slot.vacant() || slot.respawn_at.is_some() {
             return;
         }
         let now = Instant::now();

@@ -17,6 +17,10 @@ pub(crate) enum Token {
     Signal,
     /// A close or cancel whose completion only matters when it failed.
     Housekeeping,
+    /// The multishot accept of the attach socket.
+    AttachAccept,
+    /// The receive of the first message of attaching peer `n`.
+    AttachRecv(u32),
 }
 
 const SHIFT: u32 = 56;
@@ -32,6 +36,8 @@ impl Token {
             Token::Exit(n) => (5, n),
             Token::Signal => (6, 0),
             Token::Housekeeping => (7, 0),
+            Token::AttachAccept => (8, 0),
+            Token::AttachRecv(n) => (9, n),
         };
         (kind << SHIFT) | u64::from(index)
     }
@@ -47,6 +53,8 @@ impl Token {
             5 => Token::Exit(index),
             6 => Token::Signal,
             7 => Token::Housekeeping,
+            8 => Token::AttachAccept,
+            9 => Token::AttachRecv(index),
             _ => return None,
         })
     }
@@ -66,6 +74,8 @@ mod tests {
             Token::Exit(1),
             Token::Signal,
             Token::Housekeeping,
+            Token::AttachAccept,
+            Token::AttachRecv(63),
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -27,11 +27,14 @@ pub enum Error {
         /// What it should hold.
         expected: &'static str,
     },
-    /// `STICKYD_ATTACH` is set without `STICKYD_FD`.
-    #[error(
-        "STICKYD_ATTACH is set but attaching to a socket path is not supported by this version of stickyd-worker"
-    )]
-    AttachUnsupported,
+    /// Connecting to the `STICKYD_ATTACH` socket failed.
+    #[error("cannot attach to {path}: {source}")]
+    Attach {
+        /// The socket path.
+        path: std::path::PathBuf,
+        /// The `connect` error.
+        source: io::Error,
+    },
     /// `Worker::from_env` already took the inherited channel in this process.
     #[error("the STICKYD_FD channel was already taken by an earlier Worker::from_env()")]
     AlreadyTaken,

@@ -23,6 +23,42 @@ fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
     usize::try_from(ret).map_err(|_| io::Error::last_os_error())
 }
 
+/// A `SOCK_SEQPACKET` Unix socket (close-on-exec) connected to `path`.
+pub(crate) fn connect_seqpacket(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+
+    let bytes = path.as_os_str().as_bytes();
+    // SAFETY: sockaddr_un is plain old data; all zeroes is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { mem::zeroed() };
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a Unix socket path must be 1 to 107 bytes, without NUL",
+        ));
+    }
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: plain socket(2) call; the result is checked and owned at once.
+    let fd = check(unsafe {
+        libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0)
+    })?;
+    // SAFETY: socket succeeded: a new fd nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = mem::size_of::<libc::sa_family_t>() + bytes.len() + 1;
+    // SAFETY: `addr` is an initialised sockaddr_un; `len` covers its family, the path and the
+    // terminating NUL, within the struct.
+    check(unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            (&raw const addr).cast::<libc::sockaddr>(),
+            len as libc::socklen_t,
+        )
+    })?;
+    Ok(fd)
+}
+
 /// The `SO_TYPE` of a socket (`ENOTSOCK` if it is not one).
 pub(crate) fn socket_type(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
     let mut ty: libc::c_int = 0;

@@ -16,7 +16,7 @@ use crate::wire::{self, ConnRecord, Hello, MAX_MESSAGE, Message};
 const ENV_FD: &str = "STICKYD_FD";
 /// Environment variable naming the worker's slot.
 const ENV_ID: &str = "STICKYD_WORKER_ID";
-/// Environment variable naming a socket path to attach to (not supported yet).
+/// Environment variable naming the socket path of a master to attach to (`--attach`).
 const ENV_ATTACH: &str = "STICKYD_ATTACH";
 
 /// Set once `from_env` owns the inherited fd, so a second call cannot own it twice.
@@ -67,10 +67,13 @@ impl Worker {
     /// per process: a second call returns [`Error::AlreadyTaken`]), marks it close-on-exec so
     /// the worker's own children do not inherit it, sends `HELLO`, and waits for `WELCOME`
     /// (`Ok`) or `REFUSED` ([`Error::Refused`]).
+    ///
+    /// Without `STICKYD_FD` but with `STICKYD_ATTACH=PATH` (a worker stickyd did not start),
+    /// it [attaches](Worker::attach) to PATH instead.
     pub fn from_env() -> Result<Worker, Error> {
         let Some(fd_value) = std::env::var_os(ENV_FD) else {
-            if std::env::var_os(ENV_ATTACH).is_some() {
-                return Err(Error::AttachUnsupported);
+            if let Some(path) = std::env::var_os(ENV_ATTACH) {
+                return Worker::attach(std::path::Path::new(&path));
             }
             return Err(Error::MissingEnv { name: ENV_FD });
         };
@@ -105,6 +108,23 @@ impl Worker {
                     source,
                 },
             }
+        })?;
+        Worker::handshake(channel, worker_id)
+    }
+
+    /// Attaches to a master started with `--attach PATH`: connects to `path`, takes the slot
+    /// `STICKYD_WORKER_ID` names, or, without it, any free slot ([`id`](Worker::id) says
+    /// which), and does the same handshake as [`from_env`](Worker::from_env). The master
+    /// refuses ([`Error::Refused`], with its reason) a peer whose uid it does not allow, a
+    /// taken or unknown slot, or any slot when all are taken.
+    pub fn attach(path: &std::path::Path) -> Result<Worker, Error> {
+        let worker_id = match std::env::var_os(ENV_ID) {
+            Some(value) => parse_env(ENV_ID, &value, "a worker index (u32)")?,
+            None => wire::ANY_WORKER,
+        };
+        let channel = sys::connect_seqpacket(path).map_err(|source| Error::Attach {
+            path: path.to_owned(),
+            source,
         })?;
         Worker::handshake(channel, worker_id)
     }

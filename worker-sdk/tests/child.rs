@@ -55,7 +55,10 @@ fn child_entry() {
         return;
     };
     match scenario.as_str() {
-        "attach" => assert!(matches!(Worker::from_env(), Err(Error::AttachUnsupported))),
+        "attach" => {
+            let got = Worker::from_env();
+            assert!(matches!(got, Err(Error::Attach { .. })), "{got:?}");
+        }
         "bad_fd" => {
             let got = Worker::from_env();
             assert!(
@@ -102,7 +105,7 @@ fn child_entry() {
 #[test]
 fn from_env_reports_bad_environments() {
     let cases: &[(&str, &[(&str, &str)])] = &[
-        ("attach", &[("STICKYD_ATTACH", "/run/stickyd.sock")]),
+        ("attach", &[("STICKYD_ATTACH", "/nonexistent/stickyd.sock")]),
         (
             "bad_fd",
             &[("STICKYD_FD", "three"), ("STICKYD_WORKER_ID", "0")],

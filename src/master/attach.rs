@@ -1,0 +1,293 @@
+//! Workers that attach: processes stickyd did not start connect to `--attach PATH`, say
+//! `HELLO`, and take a free slot if their uid (`SO_PEERCRED`) may.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use slab::Slab;
+use stickyd_ring::{InMsg, OpId, sys};
+use stickyd_worker::wire::{self, ANY_WORKER, Message};
+
+use super::pool::Slot;
+use super::token::Token;
+use super::{ACCEPT_BACKOFF, Error, Master, arm_recv, setup};
+use crate::config::Config;
+
+/// How long a peer that connected has to say `HELLO`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most peers connected and not yet welcomed or refused; beyond, new ones are closed.
+const MAX_ATTACHING: usize = 64;
+/// The attach socket's listen backlog.
+const ATTACH_BACKLOG: i32 = 64;
+
+/// The attach socket and its accept.
+#[derive(Debug)]
+pub(super) struct AttachPoint {
+    path: PathBuf,
+    socket: Option<OwnedFd>,
+    accept: Option<OpId>,
+    cancelling: bool,
+    rearm_at: Option<Instant>,
+    /// Uids allowed besides the master's own.
+    uids: Vec<u32>,
+    /// Peers that connected and have not said `HELLO` yet.
+    waiting: Slab<Attaching>,
+}
+
+/// A peer that connected and has not said `HELLO` yet.
+#[derive(Debug)]
+struct Attaching {
+    channel: OwnedFd,
+    pid: u32,
+    uid: u32,
+    since: Instant,
+    recv: Option<OpId>,
+}
+
+impl AttachPoint {
+    /// Creates the socket at `config.attach`, if set: mode 0600, or 0666 when other uids may
+    /// attach (their uid is checked on every connection).
+    pub(super) fn open(config: &Config) -> Result<Option<AttachPoint>, Error> {
+        let Some(path) = &config.attach else {
+            return Ok(None);
+        };
+        let mode = if config.attach_uids.is_empty() {
+            0o600
+        } else {
+            0o666
+        };
+        let socket = sys::seqpacket_listener(path, mode, ATTACH_BACKLOG).map_err(setup(
+            format!("cannot create the attach socket {}", path.display()),
+        ))?;
+        eprintln!("stickyd: workers attach at {}", path.display());
+        Ok(Some(AttachPoint {
+            path: path.clone(),
+            socket: Some(socket),
+            accept: None,
+            cancelling: false,
+            rearm_at: None,
+            uids: config.attach_uids.clone(),
+            waiting: Slab::new(),
+        }))
+    }
+
+    /// When something about attaching is due: an accept to arm again, a `HELLO` overdue.
+    pub(super) fn next_timer(&self) -> Option<Instant> {
+        let hello = self
+            .waiting
+            .iter()
+            .map(|(_, a)| a.since + HELLO_TIMEOUT)
+            .min();
+        self.rearm_at.into_iter().chain(hello).min()
+    }
+}
+
+impl Master {
+    /// Keeps the attach socket's accept armed (outside a shutdown), and closes peers that did
+    /// not say `HELLO` in time.
+    pub(super) fn tend_attach(&mut self, now: Option<Instant>) {
+        let shutting_down = self.shutdown.is_some();
+        let Some(point) = &mut self.attach else {
+            return;
+        };
+        if let Some(now) = now {
+            let overdue: Vec<usize> = point
+                .waiting
+                .iter()
+                .filter(|(_, a)| a.since + HELLO_TIMEOUT <= now)
+                .map(|(k, _)| k)
+                .collect();
+            for k in overdue {
+                let a = point.waiting.remove(k);
+                debug!(
+                    "attach: pid {} said no HELLO within {HELLO_TIMEOUT:?}: closed",
+                    a.pid
+                );
+                if let Some(op) = a.recv {
+                    self.ring.cancel(op, Token::Housekeeping.encode());
+                }
+                self.ring.close(a.channel, Token::Housekeeping.encode());
+            }
+        }
+        let Some(socket) = &point.socket else {
+            return;
+        };
+        if shutting_down {
+            match point.accept {
+                Some(op) if !point.cancelling => {
+                    point.cancelling = true;
+                    self.ring.cancel(op, Token::Housekeeping.encode());
+                }
+                Some(_) => {}
+                None => point.socket = None,
+            }
+            return;
+        }
+        let due = point
+            .rearm_at
+            .is_none_or(|at| now.is_some_and(|now| at <= now));
+        if point.accept.is_none() && due {
+            point.rearm_at = None;
+            point.accept = Some(
+                self.ring
+                    .accept_multi(socket.as_fd(), Token::AttachAccept.encode()),
+            );
+        }
+    }
+
+    /// A peer connected to the attach socket: note its credentials, wait for its `HELLO`.
+    pub(super) fn on_attach_accept(&mut self, fd: io::Result<OwnedFd>, more: bool) {
+        let closing = self.shutdown.is_some();
+        let Some(point) = &mut self.attach else {
+            return;
+        };
+        if !more {
+            point.accept = None;
+            point.cancelling = false;
+            if closing {
+                point.socket = None;
+            }
+        }
+        let channel = match fd {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => return,
+            Err(e) => {
+                warn!("accept on the attach socket failed: {e}");
+                if !more && !closing {
+                    point.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                }
+                return;
+            }
+        };
+        let (pid, uid, _) = match sys::peer_credentials(channel.as_fd()) {
+            Ok(cred) => cred,
+            Err(e) => {
+                warn!("attach: {e}: closed");
+                return;
+            }
+        };
+        if point.waiting.len() >= MAX_ATTACHING {
+            warn!("attach: {MAX_ATTACHING} peers are already waiting to attach: pid {pid} closed");
+            return;
+        }
+        let entry = point.waiting.vacant_entry();
+        let k = entry.key();
+        let inbox = InMsg::new(wire::MAX_MESSAGE, 0);
+        let recv = self
+            .ring
+            .recv_msg(channel.as_fd(), inbox, Token::AttachRecv(k as u32).encode());
+        entry.insert(Attaching {
+            channel,
+            pid,
+            uid,
+            since: Instant::now(),
+            recv: Some(recv),
+        });
+    }
+
+    /// What a connected peer said first: a `HELLO` takes a slot, or is refused with the
+    /// reason; anything else closes it.
+    pub(super) fn on_attach_recv(&mut self, k: usize, msg: InMsg, result: io::Result<usize>) {
+        let Some(point) = &mut self.attach else {
+            return;
+        };
+        let Some(peer) = point.waiting.try_remove(k) else {
+            return;
+        };
+        let hello = match result {
+            Ok(n) if n > 0 && !msg.truncated() => match wire::decode(msg.data()) {
+                Ok(Message::Hello(hello)) => hello,
+                Ok(other) => {
+                    warn!(
+                        "attach: pid {} sent {} first: closed",
+                        peer.pid,
+                        other.msg_type()
+                    );
+                    return;
+                }
+                Err(e) => {
+                    warn!(
+                        "attach: pid {} sent a malformed message ({e}): closed",
+                        peer.pid
+                    );
+                    return;
+                }
+            },
+            Ok(_) => {
+                debug!("attach: pid {} left before HELLO", peer.pid);
+                return;
+            }
+            Err(e) => {
+                debug!("attach: pid {}: {e}", peer.pid);
+                return;
+            }
+        };
+        let own = sys::effective_uid();
+        let verdict = if peer.uid != own && !point.uids.contains(&peer.uid) {
+            Err(format!(
+                "uid {} may not attach to this stickyd (it runs as uid {own}; --attach-uid \
+                 allows others)",
+                peer.uid
+            ))
+        } else if self.shutdown.is_some() {
+            Err("stickyd is shutting down".to_owned())
+        } else {
+            self.free_slot(hello.worker_id)
+        };
+        match verdict {
+            Ok(w) => {
+                let mut slot = Slot::attached(w, peer.channel);
+                arm_recv(&mut self.ring, &mut slot);
+                self.slots[w as usize] = slot;
+                debug!("worker {w} attached (uid {})", peer.uid);
+                info!("worker {w} ready (pid {})", hello.pid);
+                self.update_live();
+            }
+            Err(reason) => {
+                warn!(
+                    "attach refused to pid {} (uid {}): {reason}",
+                    peer.pid, peer.uid
+                );
+                let mut out = Vec::with_capacity(wire::HEADER_LEN + reason.len());
+                wire::encode_refused(&reason, &mut out);
+                if let Err(e) = sys::send_now(peer.channel.as_fd(), &out) {
+                    debug!("attach: sending REFUSED to pid {} failed: {e}", peer.pid);
+                }
+                // Closing now: the peer reads REFUSED, then end of file.
+            }
+        }
+    }
+
+    /// The slot an attaching worker asking for `wanted` gets: that one if it is free, or with
+    /// [`ANY_WORKER`] the lowest free one.
+    fn free_slot(&self, wanted: u32) -> Result<u32, String> {
+        let workers = self.config.workers;
+        if wanted == ANY_WORKER {
+            return self
+                .slots
+                .iter()
+                .find(|s| s.vacant())
+                .map(|s| s.id)
+                .ok_or_else(|| format!("all {workers} worker slots are taken"));
+        }
+        match self.slots.get(wanted as usize) {
+            None => Err(format!(
+                "worker id {wanted} is out of range: this stickyd has slots 0..{workers}"
+            )),
+            Some(slot) if !slot.vacant() => Err(format!("worker slot {wanted} is taken")),
+            Some(_) => Ok(wanted),
+        }
+    }
+
+    /// Removes the attach socket's file (a successor that took the socket over owns it).
+    pub(super) fn remove_attach_path(&mut self) {
+        if let Some(point) = &self.attach {
+            if let Err(e) = std::fs::remove_file(&point.path) {
+                debug!("removing {}: {e}", point.path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! External workers: processes stickyd did not start attach to `--attach PATH`, fill the
+//! slots, and are refused when their uid may not attach or no slot is free.
+
+mod util;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use stickyd::keys::Key;
+use util::{Stickyd, TIMEOUT, get, hello_worker_bin};
+
+/// A uid with no business attaching (`nobody` on Debian).
+const OTHER_UID: u32 = 65534;
+
+/// A fresh socket path in the temporary directory.
+fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("stickyd-attach-{tag}-{}.sock", std::process::id()))
+}
+
+/// An attached hello worker, killed on drop.
+struct Attached(Child);
+
+impl Attached {
+    fn start(path: &Path, id: Option<u32>, uid: Option<u32>) -> Attached {
+        let mut cmd = attach_command(path, id, uid);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Attached(cmd.spawn().expect("start hello_worker"))
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits for the worker to exit on its own.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "attached worker did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn attach_command(path: &Path, id: Option<u32>, uid: Option<u32>) -> Command {
+    let mut cmd = Command::new(hello_worker_bin());
+    cmd.env("STICKYD_ATTACH", path)
+        .env_remove("STICKYD_FD")
+        .env_remove("STICKYD_WORKER_ID")
+        .stdin(Stdio::null());
+    if let Some(id) = id {
+        cmd.env("STICKYD_WORKER_ID", id.to_string());
+    }
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    cmd
+}
+
+/// Runs an attaching hello worker that is expected to be refused; returns its output.
+fn attach_refused(path: &Path, id: Option<u32>, uid: Option<u32>) -> Output {
+    let out = attach_command(path, id, uid)
+        .output()
+        .expect("run hello_worker");
+    assert!(!out.status.success(), "the worker was not refused");
+    out
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+fn is_root() -> bool {
+    euid() == 0
+}
+
+fn start(path: &Path, extra: &[&str]) -> Stickyd {
+    let path = path.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--key",
+        "header:x-user",
+        "--attach",
+        path,
+    ];
+    args.extend_from_slice(extra);
+    Stickyd::start(&args)
+}
+
+fn user(s: &Stickyd, user: &str) -> u32 {
+    let header = format!("X-User: {user}");
+    let r = get(s.addr(), None, "/", &[&header]);
+    assert_eq!(r.status, 200);
+    r.worker()
+}
+
+#[test]
+fn attached_workers_fill_the_slots_and_serve() {
+    let path = socket_path("fill");
+    let mut s = start(&path, &[]);
+    s.wait_log("started 2 workers (attached workers only)", TIMEOUT);
+    let meta = std::fs::metadata(&path).expect("the attach socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), euid());
+
+    // Nothing is live yet: a client waits in the backlog until a worker attaches.
+    let early = std::thread::spawn({
+        let addr = s.addr();
+        move || get(addr, None, "/", &["X-User: early"]).worker()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut first = Attached::start(&path, None, None);
+    let _second = Attached::start(&path, None, None);
+    s.wait_ready(2);
+    let early = early.join().expect("the early client");
+    assert!(early < 2);
+
+    for i in 0..20 {
+        let name = format!("u{i}");
+        assert_eq!(user(&s, &name), util::owner(Key::Bytes(name.as_bytes()), 2));
+    }
+
+    // A third finds no free slot.
+    let out = attach_refused(&path, None, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("all 2 worker slots are taken"), "{stderr}");
+    s.wait_log("attach refused to pid", TIMEOUT);
+
+    // The first leaves: its keys move to the other; a newcomer takes its slot back, and the
+    // keys return.
+    let w0 = s.worker_pid(0);
+    let w1 = s.worker_pid(1);
+    let leaving = if first.0.id() == w0 { 0 } else { 1 };
+    assert_eq!(first.0.id(), if leaving == 0 { w0 } else { w1 });
+    let moved: Vec<String> = (0..20)
+        .map(|i| format!("u{i}"))
+        .filter(|n| util::owner(Key::Bytes(n.as_bytes()), 2) == leaving)
+        .collect();
+    first.kill();
+    assert!(util::eventually(TIMEOUT, || user(&s, &moved[0]) != leaving));
+    for name in &moved {
+        assert_eq!(user(&s, name), 1 - leaving);
+    }
+    let _again = Attached::start(&path, Some(leaving), None);
+    assert!(util::eventually(TIMEOUT, || user(&s, &moved[0]) == leaving));
+
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(TIMEOUT).success(), "{:#?}", s.log());
+    assert!(!path.exists(), "the attach socket is removed at exit");
+}
+
+#[test]
+fn a_taken_or_unknown_slot_is_refused_with_the_reason() {
+    let path = socket_path("slots");
+    let s = start(&path, &[]);
+    s.wait_log("started 2 workers", TIMEOUT);
+    let _zero = Attached::start(&path, Some(0), None);
+    s.wait_ready(1);
+    let out = attach_refused(&path, Some(0), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("worker slot 0 is taken"), "{stderr}");
+    let out = attach_refused(&path, Some(7), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("worker id 7 is out of range"), "{stderr}");
+}
+
+#[test]
+fn another_uid_is_refused_unless_allowed() {
+    if !is_root() {
+        eprintln!(
+            "attach: uid tests skipped: they start workers as uid {OTHER_UID}, which needs root"
+        );
+        return;
+    }
+    let path = socket_path("uid");
+    let s = start(&path, &[]);
+    s.wait_log("started 2 workers", TIMEOUT);
+    // The socket is 0600: the filesystem already keeps another uid out.
+    let out = attach_refused(&path, None, Some(OTHER_UID));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot attach"), "{stderr}");
+    // Opened up by hand, the master itself refuses it, by its SO_PEERCRED uid.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = attach_refused(&path, None, Some(OTHER_UID));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("uid {OTHER_UID} may not attach")),
+        "{stderr}"
+    );
+    s.wait_log(
+        &format!("(uid {OTHER_UID}): uid {OTHER_UID} may not attach"),
+        TIMEOUT,
+    );
+    drop(s);
+
+    // With --attach-uid, the socket is reachable and that uid is welcome.
+    let path = socket_path("uid-allowed");
+    let uid = OTHER_UID.to_string();
+    let s = start(&path, &["--attach-uid", &uid]);
+    s.wait_log("started 2 workers", TIMEOUT);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    let _w = Attached::start(&path, None, Some(OTHER_UID));
+    s.wait_ready(1);
+    assert!(user(&s, "anyone") < 2);
+}
+
+#[test]
+fn spawned_workers_and_attached_ones_share_the_slots() {
+    // With a worker command, stickyd starts every slot; an attached worker is refused while
+    // they are all taken.
+    let path = socket_path("mixed");
+    let path_str = path.to_str().unwrap();
+    let bin = hello_worker_bin();
+    let s = Stickyd::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--attach",
+        path_str,
+        "--",
+        bin.to_str().unwrap(),
+    ]);
+    s.wait_ready(2);
+    let out = attach_refused(&path, None, None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("all 2 worker slots are taken"), "{stderr}");
+    let mut status = Attached(attach_command(&path, None, None).spawn().unwrap());
+    assert!(!status.wait_exit().success());
+}

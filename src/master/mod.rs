@@ -5,11 +5,14 @@
 //! module only drives the kernel: which operation to submit next, and what a completion means.
 
 mod conns;
+mod inherit;
 mod listen;
+mod notify;
 mod pool;
 mod respawn;
 pub(crate) mod spawn;
 mod token;
+mod upgrade;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -130,6 +133,8 @@ struct Master {
     batches: Vec<Vec<Handoff>>,
     /// The records of the `CONNS` message being encoded.
     records: Vec<ConnRecord>,
+    /// Readiness (systemd, a predecessor) and the zero-downtime upgrade.
+    upgrade: upgrade::Upgrade,
 }
 
 /// Runs the dispatcher until a requested shutdown completes.
@@ -145,7 +150,9 @@ fn now_ns() -> u64 {
 }
 
 impl Master {
-    fn start(config: Config) -> Result<Master, Error> {
+    fn start(mut config: Config) -> Result<Master, Error> {
+        // Sockets passed by systemd or by a predecessor, before inherited fds are marked.
+        let mut inherited = inherit::take()?;
         // Fds inherited from whatever started us must not reach the workers.
         if let Err(e) = sys::close_on_exec_from(3) {
             warn!("cannot mark inherited fds close-on-exec: {e}");
@@ -154,7 +161,7 @@ impl Master {
             Ok(limit) => debug!("file descriptor limit raised to {limit}"),
             Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
         }
-        let signals = sys::signalfd(&[libc::SIGTERM, libc::SIGINT])
+        let signals = sys::signalfd(&[libc::SIGTERM, libc::SIGINT, libc::SIGUSR2])
             .map_err(setup("cannot set up the signal fd"))?;
         let ring = match config.backend {
             Backend::Uring => Ring::uring(RING_ENTRIES).map_err(Error::Ring)?,
@@ -169,6 +176,7 @@ impl Master {
         };
         debug!("event loop: {}", ring.kind());
 
+        let sources = listen::assign(&mut config.listeners, &mut inherited);
         // One examiner per listener: each may have rules of its own.
         let examiners: Vec<Examiner> = (0..config.listeners.len())
             .map(|i| {
@@ -181,13 +189,13 @@ impl Master {
             })
             .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for (spec, examiner) in config.listeners.iter().zip(&examiners) {
+        for ((spec, examiner), source) in config.listeners.iter().zip(&examiners).zip(sources) {
             // When a connection's first bytes decide its worker, have the kernel accept it
             // only once they are there: otherwise half the peeks right after accept find
             // nothing yet and cost a poll and a second peek. Bounded by the peek timeout.
             let defer = (!examiner.routes_at_accept())
                 .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
-            let (socket, addr) = listen::open(spec, defer)?;
+            let (socket, addr) = listen::open(spec, source, defer)?;
             eprintln!("stickyd: listening on {addr} ({})", spec.name);
             listeners.push(Listener {
                 name: spec.name.clone(),
@@ -202,9 +210,11 @@ impl Master {
         }
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let metrics = Arc::new(Metrics::new(&names, config.workers));
+        let mut metrics_copy = None;
         if let Some(addr) = config.metrics {
-            let socket = TcpListener::bind(addr)
-                .map_err(setup(format!("cannot serve metrics on {addr}")))?;
+            let socket = listen::metrics_socket(addr, inherited.metrics.take())?;
+            // Kept to pass to a successor.
+            metrics_copy = socket.try_clone().ok();
             let local = socket
                 .local_addr()
                 .map_err(setup(format!("cannot serve metrics on {addr}")))?;
@@ -236,6 +246,7 @@ impl Master {
             accepting: false,
             batches: Vec::new(),
             records: Vec::with_capacity(wire::MAX_CONNS),
+            upgrade: upgrade::Upgrade::new(&mut inherited, config.workers, metrics_copy),
             config,
         };
         for id in 0..master.config.workers {
@@ -346,6 +357,8 @@ impl Master {
             }
             (Token::Exit(w), Outcome::Polled(result)) => self.on_exit(w, result),
             (Token::Signal, Outcome::Polled(_)) => self.on_signal(),
+            (Token::SuccessorReady, Outcome::Polled(r)) => self.on_successor_ready(r),
+            (Token::SuccessorExit, Outcome::Polled(r)) => self.on_successor_exit(r),
             (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
@@ -456,7 +469,10 @@ impl Master {
     /// Arms or cancels the listeners' accepts: accept only while some worker can take a
     /// connection, so that nothing is accepted that cannot go somewhere.
     fn update_accepting(&mut self) {
-        let accepting = self.shutdown.is_none() && self.room() && self.conns.len() < MAX_PENDING;
+        let accepting = self.shutdown.is_none()
+            && self.room()
+            && self.conns.len() < MAX_PENDING
+            && self.upgrade.may_accept();
         if self.accepting && !accepting && self.shutdown.is_none() {
             self.metrics.accept_pause();
         }
@@ -946,6 +962,7 @@ impl Master {
         }
         info!("worker {w} ready (pid {})", hello.pid);
         self.update_live();
+        self.note_hello(w);
     }
 
     fn on_ack(&mut self, w: u32, seqs: wire::Seqs<'_>) {
@@ -1118,6 +1135,7 @@ impl Master {
     fn on_signal(&mut self) {
         loop {
             match sys::read_signal(self.signals.as_fd()) {
+                Ok(Some(libc::SIGUSR2)) => self.on_upgrade_signal(),
                 Ok(Some(sig)) => self.on_shutdown_signal(sig),
                 Ok(None) => break,
                 Err(e) => {
@@ -1144,8 +1162,15 @@ impl Master {
             self.signal_workers(libc::SIGKILL);
             return;
         }
+        self.note_shutdown(name);
+        self.begin_shutdown(name);
+    }
+
+    /// Stops accepting and closes the listeners, routes the connections already accepted,
+    /// and drains the workers; `why` names the cause in the log.
+    fn begin_shutdown(&mut self, why: &str) {
         info!(
-            "{name}: closing the listeners; routing {} pending connections, then draining {} \
+            "{why}: closing the listeners; routing {} pending connections, then draining {} \
              workers (grace {:?})",
             self.conns.len() + self.parked.len(),
             self.live.len(),
@@ -1243,6 +1268,7 @@ impl Master {
             .filter(|_| self.shutdown.is_none())
             .filter_map(|s| s.respawn_at);
         let kills = self.slots.iter().filter_map(|s| s.kill_at);
+        let upgrade = self.upgrade.deadline();
         let backstop = self
             .shutdown
             .as_ref()
@@ -1253,6 +1279,7 @@ impl Master {
             .chain(channels)
             .chain(restarts)
             .chain(kills)
+            .chain(upgrade)
             .chain(backstop)
             .chain(shutdown)
             .chain(conns)
@@ -1275,6 +1302,7 @@ impl Master {
         }
         self.expired = expired;
         self.respawn_due(now);
+        self.upgrade_timer(now);
         for slot in &mut self.slots {
             if slot.kill_at.is_some_and(|at| at <= now) {
                 slot.kill_at = None;

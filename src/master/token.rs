@@ -17,6 +17,10 @@ pub(crate) enum Token {
     Signal,
     /// A close or cancel whose completion only matters when it failed.
     Housekeeping,
+    /// An upgrade's successor wrote on its readiness channel (or closed it).
+    SuccessorReady,
+    /// An upgrade's successor's pidfd became readable: it exited.
+    SuccessorExit,
 }
 
 const SHIFT: u32 = 56;
@@ -32,6 +36,8 @@ impl Token {
             Token::Exit(n) => (5, n),
             Token::Signal => (6, 0),
             Token::Housekeeping => (7, 0),
+            Token::SuccessorReady => (8, 0),
+            Token::SuccessorExit => (9, 0),
         };
         (kind << SHIFT) | u64::from(index)
     }
@@ -47,6 +53,8 @@ impl Token {
             5 => Token::Exit(index),
             6 => Token::Signal,
             7 => Token::Housekeeping,
+            8 => Token::SuccessorReady,
+            9 => Token::SuccessorExit,
             _ => return None,
         })
     }
@@ -66,6 +74,8 @@ mod tests {
             Token::Exit(1),
             Token::Signal,
             Token::Housekeeping,
+            Token::SuccessorReady,
+            Token::SuccessorExit,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -207,3 +207,32 @@ fn sockets_passed_to_another_pid_are_not_taken() {
     s.signal(libc::SIGTERM);
     assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
 }
+
+#[test]
+fn an_activated_master_hands_its_sockets_and_systemd_over_to_its_successor() {
+    become_subreaper();
+    let mut successors = Successors::default();
+    let (web, web_addr) = listener();
+    let notify = NotifySocket::at_path("systemd-upgrade");
+    let mut cmd = activated(&[web.as_raw_fd()], None, &["--workers", "2"]);
+    cmd.env("LISTEN_FDNAMES", "web")
+        .env("NOTIFY_SOCKET", &notify.name);
+    let mut s = Stickyd::launch(cmd, 1);
+    drop(web);
+    assert_eq!(notify.next(), "READY=1");
+    s.signal(libc::SIGUSR2);
+    let successor = wait_started(&s, 1);
+    successors.0.push(successor);
+    // systemd follows the successor; the old master stops without saying STOPPING=1.
+    assert_eq!(notify.next(), format!("MAINPID={successor}"));
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    let r = get(web_addr, None, "/", &[]);
+    assert_eq!(r.header("x-listener"), Some("web"));
+    // The successor was not given LISTEN_* (its LISTEN_PID would not be its own anyway).
+    let env = environ_names(successor);
+    assert!(!env.iter().any(|v| v.starts_with("LISTEN_")), "{env:?}");
+    assert!(env.iter().any(|v| v == "NOTIFY_SOCKET"), "{env:?}");
+    signal(successor, libc::SIGTERM);
+    assert_eq!(notify.next(), "STOPPING=1");
+    assert_eq!(wait_orphan(successor), Some(0));
+}

@@ -17,83 +17,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use util::*;
 
 /// How many keys the clients use.
 const KEYS: u8 = 20;
-
-/// Makes orphaned descendants (a successor whose predecessor exited) children of this process.
-fn become_subreaper() {
-    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(rc, 0, "prctl: {}", std::io::Error::last_os_error());
-}
-
-/// Kills, on drop, the processes that are not the test's direct children (successors), with
-/// their workers.
-#[derive(Default)]
-struct Successors(Vec<u32>);
-
-impl Drop for Successors {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if alive(pid) {
-                let workers = children_of(pid);
-                // SAFETY: kill(2) on a pid this test saw started; no memory is involved.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                for w in workers {
-                    // SAFETY: as above; the workers die with their master anyway.
-                    unsafe { libc::kill(w as i32, libc::SIGKILL) };
-                }
-            }
-            let mut status = 0;
-            // SAFETY: waitpid with WNOHANG on a pid, writing into a local int.
-            unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        }
-    }
-}
-
-/// Waits for `pid`, once it has become this process's child, to exit: its exit code.
-fn wait_orphan(pid: u32) -> Option<i32> {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let mut status = 0;
-        // SAFETY: waitpid with WNOHANG on a pid, writing into a local int.
-        let rc = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
-        if rc == pid as i32 {
-            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-        }
-        // 0: still running; -1 (ECHILD): not reparented to us yet.
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} did not exit within {TIMEOUT:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The successors a master (or its successors, which share its stderr) said it started, in
-/// order.
-fn started(s: &Stickyd) -> Vec<u32> {
-    s.log()
-        .iter()
-        .filter_map(|l| l.split_once("SIGUSR2: upgrading: started ").map(|(_, r)| r))
-        .filter_map(|r| r.rsplit_once("(pid ").map(|(_, p)| p))
-        .filter_map(|p| p.split(')').next()?.parse().ok())
-        .collect()
-}
-
-/// Waits for the `n`th successor to be started; its pid.
-fn wait_started(s: &Stickyd, n: usize) -> u32 {
-    assert!(
-        eventually(TIMEOUT, || started(s).len() >= n),
-        "successor {n} never started; log: {:#?}",
-        s.log()
-    );
-    started(s)[n - 1]
-}
 
 /// The key header for key `k`.
 fn xff(k: u8) -> String {
@@ -391,4 +319,48 @@ fn a_failed_upgrade_leaves_the_old_master_serving() {
     }
     signal(third, libc::SIGTERM);
     assert_eq!(wait_orphan(third), Some(0));
+}
+
+#[test]
+fn the_metrics_endpoint_and_listener_names_survive_an_upgrade() {
+    become_subreaper();
+    let mut successors = Successors::default();
+    let mut s = Stickyd::start(&[
+        "--listen",
+        "web=127.0.0.1:0",
+        "--listen",
+        "api=127.0.0.1:0",
+        "--workers",
+        "1",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    s.wait_ready(1);
+    let metrics = s.metrics_addr();
+    s.signal(libc::SIGUSR2);
+    let successor = wait_started(&s, 1);
+    successors.0.push(successor);
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    // The successor serves the same sockets (port 0 in its command line notwithstanding),
+    // under the same names, and the metrics on the same address.
+    for (name, addr) in s.listeners.clone() {
+        let line = format!("stickyd: listening on {addr} ({name})");
+        assert_eq!(
+            s.log().iter().filter(|l| **l == line).count(),
+            2,
+            "{name} moved"
+        );
+        let r = get(addr, None, "/", &[]);
+        assert_eq!(r.header("x-listener"), Some(name.as_str()));
+    }
+    let line = format!("stickyd: metrics on {metrics}");
+    assert_eq!(s.log().iter().filter(|l| **l == line).count(), 2);
+    let (status, body) = scrape(metrics, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("stickyd_connections_accepted_total"),
+        "{body}"
+    );
+    signal(successor, libc::SIGTERM);
+    assert_eq!(wait_orphan(successor), Some(0));
 }

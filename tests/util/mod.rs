@@ -538,6 +538,77 @@ pub fn environ_names(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// Makes orphaned descendants (a successor whose predecessor exited) children of this process.
+pub fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "prctl: {}", std::io::Error::last_os_error());
+}
+
+/// Kills, on drop, the processes that are not the test's direct children (successors), with
+/// their workers.
+#[derive(Default)]
+pub struct Successors(pub Vec<u32>);
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if alive(pid) {
+                let workers = children_of(pid);
+                // SAFETY: kill(2) on a pid this test saw started; no memory is involved.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                for w in workers {
+                    // SAFETY: as above; the workers die with their master anyway.
+                    unsafe { libc::kill(w as i32, libc::SIGKILL) };
+                }
+            }
+            let mut status = 0;
+            // SAFETY: waitpid with WNOHANG on a pid, writing into a local int.
+            unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        }
+    }
+}
+
+/// Waits for `pid`, once it has become this process's child, to exit: its exit code.
+pub fn wait_orphan(pid: u32) -> Option<i32> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on a pid, writing into a local int.
+        let rc = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if rc == pid as i32 {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        // 0: still running; -1 (ECHILD): not reparented to us yet.
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} did not exit within {TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The successors a master (or its successors, which share its stderr) said it started, in
+/// order.
+pub fn started(s: &Stickyd) -> Vec<u32> {
+    s.log()
+        .iter()
+        .filter_map(|l| l.split_once("SIGUSR2: upgrading: started ").map(|(_, r)| r))
+        .filter_map(|r| r.rsplit_once("(pid ").map(|(_, p)| p))
+        .filter_map(|p| p.split(')').next()?.parse().ok())
+        .collect()
+}
+
+/// Waits for the `n`th successor to be started; its pid.
+pub fn wait_started(s: &Stickyd, n: usize) -> u32 {
+    assert!(
+        eventually(TIMEOUT, || started(s).len() >= n),
+        "successor {n} never started; log: {:#?}",
+        s.log()
+    );
+    started(s)[n - 1]
+}
+
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 

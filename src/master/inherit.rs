@@ -274,10 +274,9 @@ fn take_passed(passed: Vec<(Passed, i32)>, from: u32) -> Result<Inherited, Error
             }
         }
     }
-    info!(
-        "upgrade: taking over {} listeners from pid {from}",
-        inherited.listeners.len()
-    );
+    let n = inherited.listeners.len();
+    let listeners = if n == 1 { "listener" } else { "listeners" };
+    info!("upgrade: taking over {n} {listeners} from pid {from}");
     Ok(inherited)
 }
 

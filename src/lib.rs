@@ -91,7 +91,7 @@ impl Dispatcher {
     /// and leave those signals to the dispatcher). [`run`](Dispatcher::run) returns once
     /// every thread worker has been drained; join the threads then.
     pub fn thread_workers(&mut self) -> std::io::Result<Vec<threads::ThreadWorker>> {
-        stickyd_ring::sys::block_signals(&master::SHUTDOWN_SIGNALS)?;
+        stickyd_ring::sys::block_signals(&master::MASTER_SIGNALS)?;
         let names = self
             .config
             .listeners
@@ -103,10 +103,11 @@ impl Dispatcher {
         Ok(workers)
     }
 
-    /// Binds the listeners, starts the workers and dispatches connections until SIGTERM or
-    /// SIGINT has drained the workers. Must be called from the main thread (a worker's
-    /// parent-death signal follows the thread that forked it), and blocks SIGTERM and SIGINT
-    /// in it to read them from a signalfd.
+    /// Binds the listeners (or takes those passed by systemd or by a predecessor), starts the
+    /// workers and dispatches connections until SIGTERM or SIGINT has drained the workers, or
+    /// a successor started on SIGUSR2 has taken over. Must be called from the main thread (a
+    /// worker's parent-death signal follows the thread that forked it), and blocks SIGTERM,
+    /// SIGINT and SIGUSR2 in it to read them from a signalfd.
     pub fn run(self) -> Result<(), Error> {
         master::run(self.config, self.threads)
     }

@@ -245,3 +245,57 @@ fn spawned_workers_and_attached_ones_share_the_slots() {
     let mut status = Attached(attach_command(&path, None, None).spawn().unwrap());
     assert!(!status.wait_exit().success());
 }
+
+#[test]
+fn attached_workers_reattach_to_an_upgrades_successor() {
+    util::become_subreaper();
+    let mut successors = util::Successors::default();
+    let path = socket_path("upgrade");
+    let mut s = start(&path, &[]);
+    s.wait_log("started 2 workers", TIMEOUT);
+    // A supervisor of its own keeps one attached worker per slot running: each exits once
+    // drained, and its loop starts it again, so it attaches to whichever master owns PATH.
+    let script = format!(
+        "while [ ! -e {stop} ]; do STICKYD_WORKER_ID=$0 {bin}; sleep 0.05; done",
+        stop = path.with_extension("stop").display(),
+        bin = hello_worker_bin().display(),
+    );
+    let loops: Vec<Attached> = (0..2)
+        .map(|id| {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c")
+                .arg(&script)
+                .arg(id.to_string())
+                .env("STICKYD_ATTACH", &path)
+                .env_remove("STICKYD_FD")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            Attached(cmd.spawn().expect("start the worker loop"))
+        })
+        .collect();
+    s.wait_ready(2);
+    let before: Vec<u32> = (0..10).map(|i| user(&s, &format!("k{i}"))).collect();
+
+    s.signal(libc::SIGUSR2);
+    let successor = util::wait_started(&s, 1);
+    successors.0.push(successor);
+    s.wait_log(
+        &format!("upgrade: the successor (pid {successor}) is ready: handing over to it"),
+        TIMEOUT,
+    );
+    assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(path.exists(), "the successor owns the attach socket now");
+    // The workers re-attached to the successor: the same keys on the same ids.
+    let after: Vec<u32> = (0..10).map(|i| user(&s, &format!("k{i}"))).collect();
+    assert_eq!(before, after);
+
+    std::fs::write(path.with_extension("stop"), b"").unwrap();
+    util::signal(successor, libc::SIGTERM);
+    assert_eq!(util::wait_orphan(successor), Some(0));
+    assert!(!path.exists(), "the last master removes the attach socket");
+    for mut l in loops {
+        let _ = l.wait_exit();
+    }
+    let _ = std::fs::remove_file(path.with_extension("stop"));
+}

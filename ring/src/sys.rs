@@ -4,8 +4,9 @@
 //! `io::Result`; new fds are wrapped in [`OwnedFd`] on the line that receives them.
 //!
 //! Errors of the calls whose errno a caller acts on ([`pidfd_open`]: ESRCH, [`kill`]: EPERM,
-//! [`try_wait`]: ECHILD, [`read_signal`]) are the bare errno, so `raw_os_error()` works; the
-//! setup calls name the failed syscall in the message and keep the error's kind.
+//! [`try_wait`]: ECHILD, [`read_signal`], [`socket_kind`]: ENOTSOCK) are the bare errno, so
+//! `raw_os_error()` works; the setup calls name the failed syscall in the message and keep the
+//! error's kind.
 
 use std::io;
 use std::mem;
@@ -443,4 +444,144 @@ pub fn try_wait(pid: u32) -> io::Result<Option<i32>> {
     // SAFETY: `status` is a writable c_int.
     let reaped = cvt(unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) })?;
     Ok((reaped != 0).then_some(status))
+}
+
+/// Whether [`take_inherited_fds`] has run in this process.
+static INHERITED_TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Takes ownership of file descriptors this process was started with (systemd's `LISTEN_FDS`,
+/// or the sockets a predecessor passes in an upgrade), marking each close-on-exec so that they
+/// reach no child.
+///
+/// The numbers come from the environment of whatever started the process; the function is
+/// what makes owning them sound. It runs at most once per process (a second call is an error),
+/// refuses duplicates and the standard streams 0 to 2, and refuses any number that is not open
+/// or that is already close-on-exec: every fd this process opens for itself through `std` (or
+/// through this crate) is close-on-exec, and one inherited across `exec` is not, so an fd
+/// without the flag is one nothing in the process has claimed. Call it early, before other code
+/// marks inherited fds close-on-exec ([`close_on_exec_from`]). All or nothing: on an error no fd
+/// is taken.
+pub fn take_inherited_fds(fds: &[i32]) -> io::Result<Vec<OwnedFd>> {
+    use std::sync::atomic::Ordering;
+
+    let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidInput, what);
+    for (i, &fd) in fds.iter().enumerate() {
+        if fd < 3 {
+            return Err(invalid(format!(
+                "fd {fd} is a standard stream, not a socket"
+            )));
+        }
+        if fds[..i].contains(&fd) {
+            return Err(invalid(format!("fd {fd} is listed twice")));
+        }
+        // SAFETY: fcntl F_GETFD on an fd number reads its flags and touches no memory.
+        let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })
+            .map_err(|e| context(&format!("inherited fd {fd}"), e))?;
+        if flags & libc::FD_CLOEXEC != 0 {
+            return Err(invalid(format!(
+                "fd {fd} is close-on-exec: not one this process inherited"
+            )));
+        }
+    }
+    if INHERITED_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other(
+            "inherited fds have been taken already in this process",
+        ));
+    }
+    for &fd in fds {
+        // SAFETY: fcntl F_SETFD on an fd number checked open above sets its flags and touches
+        // no memory.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })
+            .map_err(|e| context(&format!("fcntl(F_SETFD) on inherited fd {fd}"), e))?;
+    }
+    Ok(fds
+        .iter()
+        // SAFETY: `fd` is open, was inherited across exec (it was not close-on-exec, which
+        // every fd the process opens for itself is), is listed once, and this is the only
+        // call that takes inherited fds in this process: nothing else owns it.
+        .map(|&fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect())
+}
+
+/// What kind of socket an fd is, as `getsockopt` tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketKind {
+    /// `SO_DOMAIN`: `AF_INET`, `AF_INET6`, `AF_UNIX`, ...
+    pub domain: i32,
+    /// `SO_TYPE`: `SOCK_STREAM`, `SOCK_DGRAM`, ...
+    pub kind: i32,
+    /// `SO_ACCEPTCONN`: the socket is listening.
+    pub listening: bool,
+}
+
+impl SocketKind {
+    /// A listening TCP socket (IPv4 or IPv6).
+    pub fn is_tcp_listener(&self) -> bool {
+        matches!(self.domain, libc::AF_INET | libc::AF_INET6)
+            && self.kind == libc::SOCK_STREAM
+            && self.listening
+    }
+}
+
+/// The domain, type and listening state of a socket. The error is the bare errno, so that a
+/// caller can tell `ENOTSOCK` (`fd` is not a socket).
+pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
+    let option = |name: libc::c_int| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` is a live c_int and `len` holds its size; the kernel writes at most
+        // that many bytes and the new length.
+        cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                ptr::from_mut(&mut value).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(value)
+    };
+    Ok(SocketKind {
+        domain: option(libc::SO_DOMAIN)?,
+        kind: option(libc::SO_TYPE)?,
+        listening: option(libc::SO_ACCEPTCONN)? != 0,
+    })
+}
+
+/// Prepares `cmd` for a dispatcher's successor in an upgrade: it inherits exactly the fds in
+/// `inherit` (at their numbers here), provided every other fd of the process is close-on-exec.
+///
+/// In the child, between fork and exec (async-signal-safe calls only): clears FD_CLOEXEC on
+/// each fd of `inherit` and unblocks every signal (the master blocks the ones it reads from a
+/// signalfd). Unlike a worker, the successor gets no parent-death signal (it outlives the
+/// master that starts it) and stays in the master's process group (a terminal's Ctrl-C or a
+/// signal to the group reaches both masters, as it reached the one before).
+///
+/// The caller keeps the fds of `inherit` open until `spawn` returns.
+pub fn prepare_successor_command(cmd: &mut Command, inherit: &[BorrowedFd<'_>]) {
+    let fds: Vec<i32> = inherit.iter().map(|fd| fd.as_raw_fd()).collect();
+    let child_setup = move || -> io::Result<()> {
+        for &fd in &fds {
+            // SAFETY: fcntl on an fd number with F_GETFD touches no memory.
+            let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+            // SAFETY: fcntl on an fd number with F_SETFD and an int touches no memory.
+            cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
+        }
+        // SAFETY: `set` is a local sigset_t that sigemptyset initialises before
+        // pthread_sigmask reads it; both are async-signal-safe.
+        unsafe {
+            let mut set: libc::sigset_t = mem::zeroed();
+            libc::sigemptyset(&mut set);
+            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the child between fork and exec and only makes
+    // async-signal-safe calls (fcntl, sigemptyset, pthread_sigmask); it reads the vector
+    // allocated before the fork without allocating, and touches no lock.
+    unsafe { cmd.pre_exec(child_setup) };
 }

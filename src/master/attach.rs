@@ -2,7 +2,7 @@
 //! `HELLO`, and take a free slot if their uid (`SO_PEERCRED`) may.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub(super) struct AttachPoint {
     uids: Vec<u32>,
     /// Peers that connected and have not said `HELLO` yet.
     waiting: Slab<Attaching>,
+    /// A successor took the socket over: its path is the successor's now.
+    pub(super) handed_over: bool,
 }
 
 /// A peer that connected and has not said `HELLO` yet.
@@ -49,9 +51,18 @@ struct Attaching {
 
 impl AttachPoint {
     /// Creates the socket at `config.attach`, if set: mode 0600, or 0666 when other uids may
-    /// attach (their uid is checked on every connection).
-    pub(super) fn open(config: &Config) -> Result<Option<AttachPoint>, Error> {
+    /// attach (their uid is checked on every connection). A successor takes its predecessor's
+    /// socket (`inherited`) instead: the path stays the same, and attached workers reconnect.
+    pub(super) fn open(
+        config: &Config,
+        inherited: Option<OwnedFd>,
+    ) -> Result<Option<AttachPoint>, Error> {
         let Some(path) = &config.attach else {
+            if inherited.is_some() {
+                warn!(
+                    "upgrade: the predecessor passed an attach socket, and --attach is gone: closed"
+                );
+            }
             return Ok(None);
         };
         let mode = if config.attach_uids.is_empty() {
@@ -59,9 +70,13 @@ impl AttachPoint {
         } else {
             0o666
         };
-        let socket = sys::seqpacket_listener(path, mode, ATTACH_BACKLOG).map_err(setup(
-            format!("cannot create the attach socket {}", path.display()),
-        ))?;
+        let socket = match inherited {
+            Some(socket) => socket,
+            None => sys::seqpacket_listener(path, mode, ATTACH_BACKLOG).map_err(setup(format!(
+                "cannot create the attach socket {}",
+                path.display()
+            )))?,
+        };
         eprintln!("stickyd: workers attach at {}", path.display());
         Ok(Some(AttachPoint {
             path: path.clone(),
@@ -71,7 +86,13 @@ impl AttachPoint {
             rearm_at: None,
             uids: config.attach_uids.clone(),
             waiting: Slab::new(),
+            handed_over: false,
         }))
+    }
+
+    /// The socket, to pass to a successor.
+    pub(super) fn socket(&self) -> Option<BorrowedFd<'_>> {
+        self.socket.as_ref().map(AsFd::as_fd)
     }
 
     /// When something about attaching is due: an accept to arm again, a `HELLO` overdue.
@@ -244,6 +265,7 @@ impl Master {
                 self.slots[w as usize] = slot;
                 debug!("worker {w} attached (uid {})", peer.uid);
                 info!("worker {w} ready (pid {})", hello.pid);
+                self.note_hello(w);
                 self.update_live();
             }
             Err(reason) => {
@@ -282,9 +304,10 @@ impl Master {
         }
     }
 
-    /// Removes the attach socket's file (a successor that took the socket over owns it).
+    /// Removes the attach socket's file, unless a successor took the socket over: the path is
+    /// its own then.
     pub(super) fn remove_attach_path(&mut self) {
-        if let Some(point) = &self.attach {
+        if let Some(point) = self.attach.as_ref().filter(|p| !p.handed_over) {
             if let Err(e) = std::fs::remove_file(&point.path) {
                 debug!("removing {}: {e}", point.path.display());
             }

@@ -6,11 +6,14 @@
 
 mod attach;
 mod conns;
+mod inherit;
 mod listen;
+mod notify;
 mod pool;
 mod respawn;
 pub(crate) mod spawn;
 mod token;
+mod upgrade;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -139,10 +142,12 @@ struct Master {
     in_process: bool,
     /// Where workers stickyd did not start attach (`--attach`).
     attach: Option<AttachPoint>,
+    /// Readiness (systemd, a predecessor) and the zero-downtime upgrade.
+    upgrade: upgrade::Upgrade,
 }
 
-/// The signals that shut the dispatcher down.
-pub(crate) const SHUTDOWN_SIGNALS: [i32; 2] = [libc::SIGTERM, libc::SIGINT];
+/// The signals the master reads from its signalfd: shutdown, and the upgrade (SIGUSR2).
+pub(crate) const MASTER_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGUSR2];
 
 /// How often a master whose thread workers are all at `--max-queue` looks again: their threads
 /// take connections without telling the ring.
@@ -162,7 +167,9 @@ fn now_ns() -> u64 {
 }
 
 impl Master {
-    fn start(config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<Master, Error> {
+    fn start(mut config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<Master, Error> {
+        // Sockets passed by systemd or by a predecessor, before inherited fds are marked.
+        let mut inherited = inherit::take()?;
         // Fds inherited from whatever started us must not reach the workers.
         if let Err(e) = sys::close_on_exec_from(3) {
             warn!("cannot mark inherited fds close-on-exec: {e}");
@@ -172,7 +179,7 @@ impl Master {
             Err(e) => warn!("cannot raise the file descriptor limit: {e}"),
         }
         let signals =
-            sys::signalfd(&SHUTDOWN_SIGNALS).map_err(setup("cannot set up the signal fd"))?;
+            sys::signalfd(&MASTER_SIGNALS).map_err(setup("cannot set up the signal fd"))?;
         let ring = match config.backend {
             Backend::Uring => Ring::uring(RING_ENTRIES).map_err(Error::Ring)?,
             Backend::Epoll => Ring::epoll().map_err(setup("cannot set up epoll"))?,
@@ -186,6 +193,7 @@ impl Master {
         };
         debug!("event loop: {}", ring.kind());
 
+        let sources = listen::assign(&mut config.listeners, &mut inherited);
         // One examiner per listener: each may have rules of its own.
         let examiners: Vec<Examiner> = (0..config.listeners.len())
             .map(|i| {
@@ -198,13 +206,13 @@ impl Master {
             })
             .collect();
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for (spec, examiner) in config.listeners.iter().zip(&examiners) {
+        for ((spec, examiner), source) in config.listeners.iter().zip(&examiners).zip(sources) {
             // When a connection's first bytes decide its worker, have the kernel accept it
             // only once they are there: otherwise half the peeks right after accept find
             // nothing yet and cost a poll and a second peek. Bounded by the peek timeout.
             let defer = (!examiner.routes_at_accept())
                 .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
-            let (socket, addr) = listen::open(spec, defer)?;
+            let (socket, addr) = listen::open(spec, source, defer)?;
             eprintln!("stickyd: listening on {addr} ({})", spec.name);
             listeners.push(Listener {
                 name: spec.name.clone(),
@@ -219,9 +227,11 @@ impl Master {
         }
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let metrics = Arc::new(Metrics::new(&names, config.workers));
+        let mut metrics_copy = None;
         if let Some(addr) = config.metrics {
-            let socket = TcpListener::bind(addr)
-                .map_err(setup(format!("cannot serve metrics on {addr}")))?;
+            let socket = listen::metrics_socket(addr, inherited.metrics.take())?;
+            // Kept to pass to a successor.
+            metrics_copy = socket.try_clone().ok();
             let local = socket
                 .local_addr()
                 .map_err(setup(format!("cannot serve metrics on {addr}")))?;
@@ -236,7 +246,7 @@ impl Master {
             route::hash_path()
         );
 
-        let attach = AttachPoint::open(&config)?;
+        let attach = AttachPoint::open(&config, inherited.attach.take())?;
         let mut master = Master {
             examiners,
             metrics,
@@ -256,6 +266,7 @@ impl Master {
             records: Vec::with_capacity(wire::MAX_CONNS),
             in_process: false,
             attach,
+            upgrade: upgrade::Upgrade::new(&mut inherited, config.workers, metrics_copy),
             config,
         };
         match threads {
@@ -263,12 +274,17 @@ impl Master {
                 master.in_process = true;
                 for (id, queue) in (0..).zip(queues) {
                     master.slots.push(Slot::thread(id, queue));
+                    // Live from the start: ready as if it had said HELLO.
+                    master.note_hello(id);
                 }
                 master.update_live();
             }
             None if !master.spawns_workers() => {
                 for id in 0..master.config.workers {
                     master.slots.push(Slot::empty(id, Kind::Attached));
+                    // The workers attach when they will (after an upgrade, only once the
+                    // predecessor has drained them): the master is ready once it can take them.
+                    master.note_hello(id);
                 }
             }
             None => {
@@ -406,6 +422,8 @@ impl Master {
             (Token::AttachRecv(k), Outcome::ReceivedMsg { msg, result }) => {
                 self.on_attach_recv(k as usize, msg, result)
             }
+            (Token::SuccessorReady, Outcome::Polled(r)) => self.on_successor_ready(r),
+            (Token::SuccessorExit, Outcome::Polled(r)) => self.on_successor_exit(r),
             (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
@@ -517,7 +535,10 @@ impl Master {
     /// connection, so that nothing is accepted that cannot go somewhere.
     fn update_accepting(&mut self) {
         self.tend_attach(None);
-        let accepting = self.shutdown.is_none() && self.room() && self.conns.len() < MAX_PENDING;
+        let accepting = self.shutdown.is_none()
+            && self.room()
+            && self.conns.len() < MAX_PENDING
+            && self.upgrade.may_accept();
         if self.accepting && !accepting && self.shutdown.is_none() {
             self.metrics.accept_pause();
         }
@@ -1062,6 +1083,7 @@ impl Master {
         }
         info!("worker {w} ready (pid {})", hello.pid);
         self.update_live();
+        self.note_hello(w);
     }
 
     fn on_ack(&mut self, w: u32, seqs: wire::Seqs<'_>) {
@@ -1230,6 +1252,7 @@ impl Master {
     fn on_signal(&mut self) {
         loop {
             match sys::read_signal(self.signals.as_fd()) {
+                Ok(Some(libc::SIGUSR2)) => self.on_upgrade_signal(),
                 Ok(Some(sig)) => self.on_shutdown_signal(sig),
                 Ok(None) => break,
                 Err(e) => {
@@ -1256,8 +1279,15 @@ impl Master {
             self.signal_workers(libc::SIGKILL);
             return;
         }
+        self.note_shutdown(name);
+        self.begin_shutdown(name);
+    }
+
+    /// Stops accepting and closes the listeners, routes the connections already accepted,
+    /// and drains the workers; `why` names the cause in the log.
+    fn begin_shutdown(&mut self, why: &str) {
         info!(
-            "{name}: closing the listeners; routing {} pending connections, then draining {} \
+            "{why}: closing the listeners; routing {} pending connections, then draining {} \
              workers (grace {:?})",
             self.conns.len() + self.parked.len(),
             self.live.len(),
@@ -1356,6 +1386,7 @@ impl Master {
             .iter()
             .any(|s| s.thread.is_some() && s.held >= max_queue)
             .then(|| Instant::now() + THREAD_QUEUE_RECHECK);
+        let upgrade = self.upgrade.deadline();
         let backstop = self
             .shutdown
             .as_ref()
@@ -1366,6 +1397,7 @@ impl Master {
             .chain(channels)
             .chain(restarts)
             .chain(kills)
+            .chain(upgrade)
             .chain(backstop)
             .chain(shutdown)
             .chain(full_threads)
@@ -1393,6 +1425,7 @@ impl Master {
         self.tend_attach(Some(now));
         self.measure_thread_queues();
         self.unpark();
+        self.upgrade_timer(now);
         for slot in &mut self.slots {
             if slot.kill_at.is_some_and(|at| at <= now) {
                 slot.kill_at = None;

@@ -14,11 +14,13 @@ use crate::config::WorkerCommand;
 pub const BUILTIN_WORKER_ENV: &str = "STICKYD_BUILTIN_WORKER";
 
 /// Variables a worker must not see: they are addressed to the master.
-const MASTER_ONLY_ENV: [&str; 4] = [
-    "NOTIFY_SOCKET",
-    "LISTEN_PID",
-    "LISTEN_FDS",
-    "LISTEN_FDNAMES",
+const MASTER_ONLY_ENV: [&str; 6] = [
+    super::notify::NOTIFY_SOCKET,
+    super::inherit::LISTEN_PID,
+    super::inherit::LISTEN_FDS,
+    super::inherit::LISTEN_FDNAMES,
+    super::inherit::UPGRADE_FDS,
+    super::inherit::UPGRADE_FROM,
 ];
 
 /// A started worker: its pid, the pidfd that becomes readable when it exits, and the master's

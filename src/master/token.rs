@@ -21,6 +21,10 @@ pub(crate) enum Token {
     AttachAccept,
     /// The receive of the first message of attaching peer `n`.
     AttachRecv(u32),
+    /// An upgrade's successor wrote on its readiness channel (or closed it).
+    SuccessorReady,
+    /// An upgrade's successor's pidfd became readable: it exited.
+    SuccessorExit,
 }
 
 const SHIFT: u32 = 56;
@@ -38,6 +42,8 @@ impl Token {
             Token::Housekeeping => (7, 0),
             Token::AttachAccept => (8, 0),
             Token::AttachRecv(n) => (9, n),
+            Token::SuccessorReady => (10, 0),
+            Token::SuccessorExit => (11, 0),
         };
         (kind << SHIFT) | u64::from(index)
     }
@@ -55,6 +61,8 @@ impl Token {
             7 => Token::Housekeeping,
             8 => Token::AttachAccept,
             9 => Token::AttachRecv(index),
+            10 => Token::SuccessorReady,
+            11 => Token::SuccessorExit,
             _ => return None,
         })
     }
@@ -76,6 +84,8 @@ mod tests {
             Token::Housekeeping,
             Token::AttachAccept,
             Token::AttachRecv(63),
+            Token::SuccessorReady,
+            Token::SuccessorExit,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -82,23 +84,7 @@ impl Stickyd {
     ) -> Stickyd {
         let expected = args.iter().filter(|a| **a == "--listen").count().max(1);
         let mut cmd = Command::new(program);
-        let mut args: Vec<&str> = args.to_vec();
-        // The suite runs against each backend: STICKYD_TEST_BACKEND=epoll picks the other one.
-        let backend = std::env::var("STICKYD_TEST_BACKEND")
-            .ok()
-            .filter(|b| !b.is_empty());
-        if let Some(backend) = &backend {
-            if !args.contains(&"--backend") {
-                let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-                args.insert(at, "--backend");
-                args.insert(at + 1, backend);
-            }
-        }
-        cmd.args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "debug");
+        cmd.args(with_test_backend(args));
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -118,6 +104,18 @@ impl Stickyd {
             // SAFETY: the closure only calls setrlimit, which is async-signal-safe, and
             // allocates nothing on success.
             unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, set_limit) };
+        }
+        Self::launch(cmd, expected)
+    }
+
+    /// Starts `cmd` (stickyd, or a program that execs it) with its stderr read into the log,
+    /// and waits for `expected` `listening on` lines.
+    pub fn launch(mut cmd: Command, expected: usize) -> Stickyd {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            cmd.env("RUST_LOG", "debug");
         }
         let mut child = cmd.spawn().expect("start stickyd");
         let pid = child.id();
@@ -290,6 +288,23 @@ impl Drop for Stickyd {
             }
         }
     }
+}
+
+/// `args` with `--backend` inserted (before any `--`) when STICKYD_TEST_BACKEND picks one: the
+/// suite runs against each backend.
+pub fn with_test_backend(args: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let backend = std::env::var("STICKYD_TEST_BACKEND")
+        .ok()
+        .filter(|b| !b.is_empty());
+    if let Some(backend) = backend {
+        if !args.iter().any(|a| a == "--backend") {
+            let at = args.iter().position(|a| a == "--").unwrap_or(args.len());
+            args.insert(at, "--backend".to_owned());
+            args.insert(at + 1, backend);
+        }
+    }
+    args
 }
 
 /// The worker a key goes to when `workers` workers are all live.
@@ -510,5 +525,147 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The names of the variables in a process's environment.
+pub fn environ_names(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    raw.split(|&b| b == 0)
+        .filter_map(|kv| kv.split(|&b| b == b'=').next())
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// Makes orphaned descendants (a successor whose predecessor exited) children of this process.
+pub fn become_subreaper() {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes an integer flag and touches no memory.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(rc, 0, "prctl: {}", std::io::Error::last_os_error());
+}
+
+/// Kills, on drop, the processes that are not the test's direct children (successors), with
+/// their workers.
+#[derive(Default)]
+pub struct Successors(pub Vec<u32>);
+
+impl Drop for Successors {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if alive(pid) {
+                let workers = children_of(pid);
+                // SAFETY: kill(2) on a pid this test saw started; no memory is involved.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                for w in workers {
+                    // SAFETY: as above; the workers die with their master anyway.
+                    unsafe { libc::kill(w as i32, libc::SIGKILL) };
+                }
+            }
+            let mut status = 0;
+            // SAFETY: waitpid with WNOHANG on a pid, writing into a local int.
+            unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        }
+    }
+}
+
+/// Waits for `pid`, once it has become this process's child, to exit: its exit code.
+pub fn wait_orphan(pid: u32) -> Option<i32> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid with WNOHANG on a pid, writing into a local int.
+        let rc = unsafe { libc::waitpid(pid as i32, &mut status, libc::WNOHANG) };
+        if rc == pid as i32 {
+            return libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        }
+        // 0: still running; -1 (ECHILD): not reparented to us yet.
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} did not exit within {TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The successors a master (or its successors, which share its stderr) said it started, in
+/// order.
+pub fn started(s: &Stickyd) -> Vec<u32> {
+    s.log()
+        .iter()
+        .filter_map(|l| l.split_once("SIGUSR2: upgrading: started ").map(|(_, r)| r))
+        .filter_map(|r| r.rsplit_once("(pid ").map(|(_, p)| p))
+        .filter_map(|p| p.split(')').next()?.parse().ok())
+        .collect()
+}
+
+/// Waits for the `n`th successor to be started; its pid.
+pub fn wait_started(s: &Stickyd, n: usize) -> u32 {
+    assert!(
+        eventually(TIMEOUT, || started(s).len() >= n),
+        "successor {n} never started; log: {:#?}",
+        s.log()
+    );
+    started(s)[n - 1]
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("stickyd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A datagram socket standing in for systemd's notification socket.
+pub struct NotifySocket {
+    socket: UnixDatagram,
+    /// What NOTIFY_SOCKET says.
+    pub name: String,
+    _dir: Option<TempDir>,
+}
+
+impl NotifySocket {
+    pub fn at_path(test: &str) -> NotifySocket {
+        let dir = TempDir::new(test);
+        let path = dir.0.join("notify");
+        let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+        NotifySocket::timed(socket, path.to_string_lossy().into_owned(), Some(dir))
+    }
+
+    pub fn abstract_(test: &str) -> NotifySocket {
+        let name = format!("stickyd-{test}-{}", std::process::id());
+        let addr = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let socket = UnixDatagram::bind_addr(&addr).expect("bind the abstract notify socket");
+        NotifySocket::timed(socket, format!("@{name}"), None)
+    }
+
+    fn timed(socket: UnixDatagram, name: String, dir: Option<TempDir>) -> NotifySocket {
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        NotifySocket {
+            socket,
+            name,
+            _dir: dir,
+        }
+    }
+
+    /// The next notification.
+    pub fn next(&self) -> String {
+        let mut buf = [0u8; 512];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within the timeout");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 }

@@ -86,8 +86,8 @@ impl Dispatcher {
 
     /// Makes the worker pool threads of this process instead of worker processes: returns
     /// one [`ThreadWorker`](threads::ThreadWorker) per slot (`Config::workers`) for the
-    /// caller's threads to serve; the worker command is not used. Blocks SIGTERM and SIGINT
-    /// in the calling thread, so call it before spawning the threads (they inherit the mask
+    /// caller's threads to serve; the worker command is not used. Blocks SIGTERM, SIGINT
+    /// and SIGUSR2 in the calling thread, so call it before spawning the threads (they inherit the mask
     /// and leave those signals to the dispatcher). [`run`](Dispatcher::run) returns once
     /// every thread worker has been drained; join the threads then.
     pub fn thread_workers(&mut self) -> std::io::Result<Vec<threads::ThreadWorker>> {

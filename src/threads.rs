@@ -14,7 +14,7 @@
 //!     other => panic!("{other:?}"),
 //! };
 //! let mut dispatcher = Dispatcher::new(config);
-//! // Before any other thread is spawned: SIGTERM and SIGINT are blocked for the dispatcher.
+//! // Before any other thread is spawned: SIGTERM, SIGINT and SIGUSR2 are left to the dispatcher.
 //! let workers = dispatcher.thread_workers().expect("signal mask");
 //! let threads: Vec<_> = workers
 //!     .into_iter()

@@ -180,6 +180,17 @@ impl Ring {
         dispatch!(self, wait(timeout))
     }
 
+    /// Like [`wait`](Ring::wait), but with io_uring returns only once `want` completions are
+    /// available or `timeout` passes, so that one round of the loop handles a batch (fewer
+    /// `io_uring_enter` calls and wake-ups under load). The epoll backend returns as soon as
+    /// anything is ready, as `wait` does.
+    pub fn wait_for(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        match &mut self.backend {
+            Backend::Uring(ring) => ring.wait_for(want, timeout),
+            Backend::Epoll(ring) => ring.wait(timeout),
+        }
+    }
+
     /// The next completion, if any (call in a loop until None after `wait`).
     pub fn next_completion(&mut self) -> Option<Completion> {
         dispatch!(self, next_completion())

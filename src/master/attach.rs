@@ -11,7 +11,7 @@ use slab::Slab;
 use stickyd_ring::{InMsg, OpId, sys};
 use stickyd_worker::wire::{self, ANY_WORKER, Message};
 
-use super::pool::Slot;
+use super::pool::{Kind, Phase, Slot};
 use super::token::Token;
 use super::{ACCEPT_BACKOFF, Error, Master, arm_recv, setup};
 use crate::config::Config;
@@ -22,6 +22,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_ATTACHING: usize = 64;
 /// The attach socket's listen backlog.
 const ATTACH_BACKLOG: i32 = 64;
+
+/// How long a successor of an upgrade waits for its predecessor's attached workers to
+/// re-attach, beyond the predecessor's grace period, before it serves with the workers it has.
+const REATTACH_SLACK: Duration = Duration::from_secs(5);
 
 /// The attach socket and its accept.
 #[derive(Debug)]
@@ -37,6 +41,9 @@ pub(super) struct AttachPoint {
     waiting: Slab<Attaching>,
     /// A successor took the socket over: its path is the successor's now.
     pub(super) handed_over: bool,
+    /// As an upgrade's successor with attached workers only: accept nothing until every slot
+    /// has re-attached, or until then, so that no key goes to another worker meanwhile.
+    hold_until: Option<Instant>,
 }
 
 /// A peer that connected and has not said `HELLO` yet.
@@ -87,6 +94,7 @@ impl AttachPoint {
             uids: config.attach_uids.clone(),
             waiting: Slab::new(),
             handed_over: false,
+            hold_until: None,
         }))
     }
 
@@ -95,18 +103,59 @@ impl AttachPoint {
         self.socket.as_ref().map(AsFd::as_fd)
     }
 
-    /// When something about attaching is due: an accept to arm again, a `HELLO` overdue.
+    /// When something about attaching is due: an accept to arm again, a `HELLO` overdue, the
+    /// end of a successor's wait for its workers.
     pub(super) fn next_timer(&self) -> Option<Instant> {
         let hello = self
             .waiting
             .iter()
             .map(|(_, a)| a.since + HELLO_TIMEOUT)
             .min();
-        self.rearm_at.into_iter().chain(hello).min()
+        self.rearm_at
+            .into_iter()
+            .chain(hello)
+            .chain(self.hold_until)
+            .min()
     }
 }
 
 impl Master {
+    /// As an upgrade's successor whose workers all attach: holds accepting until they have
+    /// re-attached (they drain from the predecessor first), at most for its grace period and
+    /// some slack.
+    pub(super) fn hold_for_reattach(&mut self) {
+        let attached_only = self.slots.iter().all(|s| s.kind == Kind::Attached);
+        if let Some(point) = &mut self.attach {
+            if attached_only && self.upgrade.is_successor() {
+                point.hold_until = Some(Instant::now() + self.config.grace + REATTACH_SLACK);
+            }
+        }
+    }
+
+    /// Whether a successor still waits for its workers to re-attach (see
+    /// [`hold_for_reattach`](Self::hold_for_reattach)).
+    pub(super) fn held_for_reattach(&mut self, now: Option<Instant>) -> bool {
+        let full = self.slots.iter().all(|s| s.phase == Phase::Live);
+        let Some(point) = &mut self.attach else {
+            return false;
+        };
+        let Some(until) = point.hold_until else {
+            return false;
+        };
+        let expired = now.is_some_and(|now| now >= until);
+        if full || expired {
+            point.hold_until = None;
+            if expired && !full {
+                warn!(
+                    "upgrade: not every worker re-attached within {:?}: serving with those that did",
+                    self.config.grace + REATTACH_SLACK
+                );
+            }
+            return false;
+        }
+        true
+    }
+
     /// Keeps the attach socket's accept armed (outside a shutdown), and closes peers that did
     /// not say `HELLO` in time.
     pub(super) fn tend_attach(&mut self, now: Option<Instant>) {

@@ -121,6 +121,11 @@ impl Upgrade {
         }
     }
 
+    /// Whether this master succeeds another in an upgrade.
+    pub(super) fn is_successor(&self) -> bool {
+        self.predecessor.is_some()
+    }
+
     /// Whether the master may accept: a successor waits until it is ready.
     pub(super) fn may_accept(&self) -> bool {
         self.predecessor.is_none() || self.ready

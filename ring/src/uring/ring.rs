@@ -144,11 +144,21 @@ impl Ring {
     /// passes (None: no time limit, so only call it with something in flight). Timing out and
     /// EINTR are not errors (return Ok).
     pub fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.wait_for(1, timeout)
+    }
+
+    /// Like [`wait`](Self::wait), but returns only once `want` completions are available or
+    /// `timeout` passes, so that one round handles a batch.
+    pub fn wait_for(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
         if !self.overflow_sqes.is_empty() {
             self.submit()?;
         }
         // Completions already stashed are available: submit without blocking.
-        let want = usize::from(self.stashed.is_empty());
+        let want = if self.stashed.is_empty() {
+            want.max(1)
+        } else {
+            0
+        };
         let result = match timeout {
             Some(after) => {
                 let ts = types::Timespec::from(after);

@@ -20,7 +20,7 @@
 //!     .into_iter()
 //!     .map(|worker| {
 //!         std::thread::spawn(move || {
-//!             // Ends once the dispatcher drains this worker (SIGTERM, SIGINT).
+//!             // Ends once the dispatcher drains this worker (SIGTERM, SIGINT, an upgrade).
 //!             for conn in worker.incoming() {
 //!                 let Ok(mut conn) = conn else { continue };
 //!                 let _ = write!(conn.stream, "HTTP/1.1 204 No Content\r\n\r\n");

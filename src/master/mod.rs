@@ -4,6 +4,7 @@
 //! What to do with a connection given its peeked bytes is decided in [`crate::decide`]; this
 //! module only drives the kernel: which operation to submit next, and what a completion means.
 
+mod acceptors;
 mod attach;
 mod conns;
 mod front;
@@ -35,6 +36,7 @@ use crate::verdict::Examiner;
 use crossbeam_channel::{SendError, Sender};
 
 use crate::threads::Delivery;
+use acceptors::Acceptors;
 use attach::AttachPoint;
 use front::{Front, Listener};
 use pool::{Drain, Handoff, Kind, Phase, Sending, Slot};
@@ -103,6 +105,8 @@ struct Master {
     ring: Ring,
     /// The listeners and the connections being peeked at.
     front: Front,
+    /// The other dispatcher threads (`--threads`), if any.
+    acceptors: Option<Acceptors>,
     slots: Vec<Slot>,
     /// Live worker ids, ascending (recomputed when a slot changes phase).
     live: Vec<u32>,
@@ -215,6 +219,19 @@ impl Master {
         );
 
         let attach = AttachPoint::open(&config, inherited.attach.take())?;
+        let acceptors = if config.threads > 1 {
+            let setup = acceptors::Setup {
+                kind: ring.kind(),
+                listeners: &listeners,
+                examiners: &examiners,
+                peek_timeout: config.peek_timeout,
+                max_peek: config.max_peek,
+                metrics: &metrics,
+            };
+            Some(Acceptors::start(config.threads - 1, &setup)?)
+        } else {
+            None
+        };
         let front = Front::new(
             listeners,
             examiners,
@@ -226,6 +243,7 @@ impl Master {
             metrics,
             ring,
             front,
+            acceptors,
             slots: Vec::with_capacity(config.workers as usize),
             live: Vec::with_capacity(config.workers as usize),
             parked: Vec::new(),
@@ -277,6 +295,7 @@ impl Master {
             libc::POLLIN as u32,
             Token::Signal.encode(),
         );
+        master.arm_wake();
         info!(
             "started {} workers ({}), keys: {}",
             master.config.workers,
@@ -356,8 +375,14 @@ impl Master {
             for slot in &self.slots {
                 self.metrics.set_unacked(slot.id, slot.held as u64);
             }
-            self.metrics.set_pending(self.front.pending() as u64);
+            let threads = self.acceptors.as_ref().map_or(0, Acceptors::pending);
+            self.metrics
+                .set_pending((self.front.pending() + threads) as u64);
             self.fire_timers(Instant::now());
+        }
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.abandon();
+            acceptors.join();
         }
         let stranded = self.front.pending() + self.parked.len();
         if stranded > 0 {
@@ -408,6 +433,14 @@ impl Master {
             }
             (Token::SuccessorReady, Outcome::Polled(r)) => self.on_successor_ready(r),
             (Token::SuccessorExit, Outcome::Polled(r)) => self.on_successor_exit(r),
+            (Token::Wake, _) => {
+                if let Some(acceptors) = &self.acceptors {
+                    if let Err(e) = sys::eventfd_clear(acceptors.wake.as_fd()) {
+                        debug!("{e}");
+                    }
+                }
+                self.arm_wake();
+            }
             (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
@@ -425,20 +458,42 @@ impl Master {
             && self.upgrade.may_accept()
             && !self.held_for_reattach(None);
         self.front.set_accepting(&mut self.ring, accepting);
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.set_accepting(accepting);
+        }
     }
 
     // ---- routing and hand-off --------------------------------------------------------------
 
-    /// Routes the connections whose key the front has found, numbering them.
+    /// Routes the connections whose key the front (or a dispatcher thread) has found,
+    /// numbering them.
     fn route_new(&mut self) {
         let mut routed = std::mem::take(&mut self.front.routed);
-        for mut h in routed.drain(..) {
-            self.next_seq += 1;
-            h.rec.seq = self.next_seq;
-            self.route(h);
+        for h in routed.drain(..) {
+            self.route_numbered(h);
         }
         // The vector keeps its capacity for the next round.
         self.front.routed = routed;
+        while let Some(h) = self.acceptors.as_ref().and_then(Acceptors::take) {
+            self.route_numbered(h);
+        }
+    }
+
+    fn route_numbered(&mut self, mut h: Handoff) {
+        self.next_seq += 1;
+        h.rec.seq = self.next_seq;
+        self.route(h);
+    }
+
+    /// Polls the eventfd the dispatcher threads wake the master with.
+    fn arm_wake(&mut self) {
+        if let Some(acceptors) = &self.acceptors {
+            self.ring.poll(
+                acceptors.wake.as_fd(),
+                libc::POLLIN as u32,
+                Token::Wake.encode(),
+            );
+        }
     }
 
     /// Puts a connection in the outbox of the live worker its key ranks highest for; if that
@@ -533,7 +588,11 @@ impl Master {
     fn flush(&mut self) {
         // Nothing more can reach a worker once no accept is armed, no connection is being
         // peeked at and none waits for a live worker: only then may DRAIN go out.
-        let routing_done = self.front.idle() && self.parked.is_empty();
+        // A dispatcher thread says it is idle only after passing on its last connection:
+        // read that first, then take what it passed.
+        let threads_idle = self.acceptors.as_ref().is_none_or(Acceptors::idle);
+        self.route_new();
+        let routing_done = threads_idle && self.front.idle() && self.parked.is_empty();
         let mut drained = self.feed_threads(routing_done);
         let now = Instant::now();
         for slot in &mut self.slots {
@@ -1013,6 +1072,9 @@ impl Master {
             slot.respawn_at = None;
         }
         self.front.close(&mut self.ring);
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.close();
+        }
         for slot in &mut self.slots {
             if slot.phase != Phase::Gone {
                 slot.drain = Drain::Wanted;
@@ -1041,6 +1103,9 @@ impl Master {
         }
         let abandoned = self.front.abandon(&mut self.ring);
         self.metrics.dropped(abandoned as u64);
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.abandon();
+        }
         for h in std::mem::take(&mut self.parked) {
             self.drop_handoff(h);
         }

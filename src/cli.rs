@@ -98,6 +98,11 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub grace: Option<Duration>,
 
+    /// Dispatcher threads, each accepting and peeking on its own ring over the same
+    /// listeners; the master's loop is the first (1 to 64) [default: 1]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub threads: Option<u32>,
+
     /// Workers may also attach to this Unix socket (created mode 0600) and fill the slots;
     /// with no WORKER_COMMAND, stickyd starts no worker and waits for them
     #[arg(long, value_name = "PATH")]
@@ -205,6 +210,7 @@ impl Cli {
             backend: self.backend.or(file.backend).unwrap_or_default(),
             grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
             worker_command,
+            threads: self.threads.unwrap_or(1),
             attach: self.attach,
             attach_uids: self.attach_uids,
         })

@@ -128,7 +128,7 @@ fn a_bad_command_line_exits_2_with_one_line() {
         &["--listen", "not-an-address"][..],
         &["--peek-timeout", "5"][..],
         &["--max-peek", "12XB"][..],
-        &["--threads", "2"][..],
+        &["--threads", "0"][..],
         &["--backend", "kqueue"][..],
         &["--bogus"][..],
     ] {

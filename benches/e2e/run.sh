@@ -19,6 +19,7 @@
 #                   strace; npm: sticky-session-custom); 0 skips what is missing instead
 #   BUILD=1         cargo build --release --workspace --bins --examples first
 #   URING_CALLS=1   count io_uring_enter calls per connection for stickyd uring (perf, or strace)
+#   STICKYD_ARGS="--threads 2"   more stickyd flags (both backends), e.g. dispatcher threads
 #   WORK=DIR        where logs, configs and raw results go (default: a new /tmp/stickyd-e2e.*)
 #
 # Not run by CI or `cargo test`. Every process it starts is stopped on exit; everything binds
@@ -39,6 +40,7 @@ SYSTEMS=${SYSTEMS:-"uring epoll ceiling nginx haproxy sticky"}
 BASE_PORT=${BASE_PORT:-18000}
 INSTALL=${INSTALL:-1}
 BUILD=${BUILD:-1}
+STICKYD_ARGS=${STICKYD_ARGS:-}
 URING_CALLS=${URING_CALLS:-1}
 STICKY_VERSION=1.2.1
 
@@ -207,7 +209,7 @@ start_stickyd() {
     METRICS=$((PORT + 1))
     start "$WORK/$backend.log" "$STICKYD" --listen "127.0.0.1:$PORT" --backend "$backend" \
         --key header:x-forwarded-for --workers 2 --metrics "127.0.0.1:$METRICS" --grace 2s \
-        -- "$HELLO"
+        $STICKYD_ARGS -- "$HELLO"
     MAIN=$LAST_PID
     DISPATCHER=$LAST_PID
     wait_http "$PORT" || return 1

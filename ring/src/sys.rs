@@ -311,6 +311,38 @@ pub fn send_now(fd: BorrowedFd<'_>, data: &[u8]) -> io::Result<usize> {
     Ok(sent as usize)
 }
 
+/// A non-blocking, close-on-exec eventfd: one thread wakes another's ring by writing to it.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd takes an initial value and flags; the result is checked and owned at once.
+    let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })
+        .map_err(|e| context("eventfd", e))?;
+    // SAFETY: eventfd succeeded: a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds one to an eventfd's counter, making it readable.
+pub fn eventfd_wake(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of a live u64, as eventfd requires.
+    match cvt(unsafe { libc::write(fd.as_raw_fd(), (&raw const one).cast(), 8) }) {
+        Ok(_) => Ok(()),
+        // The counter is at its maximum: it is readable anyway.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(context("write(eventfd)", e)),
+    }
+}
+
+/// Resets an eventfd's counter (it is no longer readable); fine if it was not set.
+pub fn eventfd_clear(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut value: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live u64, as eventfd requires.
+    match cvt(unsafe { libc::read(fd.as_raw_fd(), (&raw mut value).cast(), 8) }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(context("read(eventfd)", e)),
+    }
+}
+
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
 ///
 /// An unlimited hard limit is read as the kernel's `fs.nr_open`, the most a process may have.

@@ -49,6 +49,9 @@ pub struct Config {
     pub grace: Duration,
     /// The worker program; `None` runs the built-in hello worker.
     pub worker_command: Option<WorkerCommand>,
+    /// Dispatcher threads accepting and peeking, each with its own ring (1: the master's loop
+    /// alone).
+    pub threads: u32,
     /// A Unix socket path where workers stickyd does not start may attach and fill the slots.
     pub attach: Option<PathBuf>,
     /// Uids allowed to attach besides the master's own.
@@ -200,6 +203,7 @@ mod tests {
             backend: Backend::Auto,
             grace: DEFAULT_GRACE,
             worker_command: None,
+            threads: 1,
             attach: None,
             attach_uids: Vec::new(),
         };

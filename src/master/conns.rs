@@ -136,10 +136,4 @@ impl Conns {
             }
         }
     }
-
-    /// Removes every connection (at exit).
-    pub fn drain(&mut self) -> impl Iterator<Item = Conn> + '_ {
-        self.deadlines.clear();
-        self.slab.drain()
-    }
 }

@@ -4,8 +4,10 @@
 //! What to do with a connection given its peeked bytes is decided in [`crate::decide`]; this
 //! module only drives the kernel: which operation to submit next, and what a completion means.
 
+mod acceptors;
 mod attach;
 mod conns;
+mod front;
 mod inherit;
 mod listen;
 mod notify;
@@ -16,7 +18,6 @@ mod token;
 mod upgrade;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -24,20 +25,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use log::{debug, error, info, warn};
-use stickyd_ring::{Completion, InMsg, OpId, OutMsg, Outcome, Ring, sys};
+use stickyd_ring::{Completion, InMsg, OutMsg, Outcome, Ring, sys};
 use stickyd_worker::wire::{self, ConnRecord, Message, Welcome};
 
 use crate::config::{Backend, Config};
-use crate::keys::{Key, fold_addr};
 use crate::metrics::{self, Metrics};
 use crate::route;
-use crate::verdict::{Examiner, Finality, Refusal, Verdict};
+use crate::verdict::Examiner;
 
 use crossbeam_channel::{SendError, Sender};
 
 use crate::threads::Delivery;
+use acceptors::Acceptors;
 use attach::AttachPoint;
-use conns::Conns;
+use front::{Front, Listener};
 use pool::{Drain, Handoff, Kind, Phase, Sending, Slot};
 use token::Token;
 
@@ -50,9 +51,6 @@ const KILL_AFTER: Duration = Duration::from_secs(2);
 /// How long a channel waits before it sends again after the kernel ran short (`ENOBUFS`,
 /// `ETOOMANYREFS`, ...).
 const SEND_BACKOFF: Duration = Duration::from_millis(20);
-/// The most connections peeked at once: beyond, accepting pauses (clients wait in the backlog),
-/// so the master's memory for pending connections and their operations stays bounded.
-const MAX_PENDING: usize = 65_536;
 /// Under load (the last round handled more than one completion), a round waits for this many
 /// completions, or [`LINGER`]: measured under W1 (`benches/e2e/run.sh`), 0.25 `io_uring_enter`
 /// calls per connection instead of 0.90, with the same p99.
@@ -85,24 +83,6 @@ fn setup(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     }
 }
 
-/// A listening socket and its accept.
-#[derive(Debug)]
-struct Listener {
-    name: String,
-    addr: SocketAddr,
-    socket: Option<TcpListener>,
-    accept: Option<OpId>,
-    /// A cancel of `accept` has been submitted.
-    cancelling: bool,
-    /// When to arm the accept again after an error.
-    rearm_at: Option<Instant>,
-    /// The last accept error was logged (logged once until accept works again).
-    error_logged: bool,
-    /// The accept ended by itself (an error, or a full completion queue): arming it again is
-    /// counted as a re-arm.
-    ended: bool,
-}
-
 /// The shutdown's progress.
 #[derive(Debug)]
 struct Shutdown {
@@ -121,25 +101,20 @@ struct Shutdown {
 #[derive(Debug)]
 struct Master {
     config: Config,
-    /// What to do with a pending connection given its peeked bytes, by listener.
-    examiners: Vec<Examiner>,
     metrics: Arc<Metrics>,
     ring: Ring,
-    listeners: Vec<Listener>,
-    conns: Conns,
+    /// The listeners and the connections being peeked at.
+    front: Front,
+    /// The other dispatcher threads (`--threads`), if any.
+    acceptors: Option<Acceptors>,
     slots: Vec<Slot>,
     /// Live worker ids, ascending (recomputed when a slot changes phase).
     live: Vec<u32>,
     /// Connections routed while no worker was live.
     parked: Vec<Handoff>,
-    /// Peek buffers not in use: a buffer is held only while a peek is in flight.
-    buffers: Vec<Vec<u8>>,
     signals: OwnedFd,
     next_seq: u64,
     shutdown: Option<Shutdown>,
-    expired: Vec<usize>,
-    /// Whether the listeners should be accepting (the last decision of `update_accepting`).
-    accepting: bool,
     /// Emptied `CONNS` batches, reused for the next ones.
     batches: Vec<Vec<Handoff>>,
     /// The records of the `CONNS` message being encoded.
@@ -220,16 +195,7 @@ impl Master {
                 .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
             let (socket, addr) = listen::open(spec, source, defer)?;
             eprintln!("stickyd: listening on {addr} ({})", spec.name);
-            listeners.push(Listener {
-                name: spec.name.clone(),
-                addr,
-                socket: Some(socket),
-                accept: None,
-                cancelling: false,
-                rearm_at: None,
-                error_logged: false,
-                ended: false,
-            });
+            listeners.push(Listener::new(spec.name.clone(), addr, socket));
         }
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
         let metrics = Arc::new(Metrics::new(&names, config.workers));
@@ -253,21 +219,37 @@ impl Master {
         );
 
         let attach = AttachPoint::open(&config, inherited.attach.take())?;
-        let mut master = Master {
+        let acceptors = if config.threads > 1 {
+            let setup = acceptors::Setup {
+                kind: ring.kind(),
+                listeners: &listeners,
+                examiners: &examiners,
+                peek_timeout: config.peek_timeout,
+                max_peek: config.max_peek,
+                metrics: &metrics,
+            };
+            Some(Acceptors::start(config.threads - 1, &setup)?)
+        } else {
+            None
+        };
+        let front = Front::new(
+            listeners,
             examiners,
+            config.peek_timeout,
+            config.max_peek,
+            Arc::clone(&metrics),
+        );
+        let mut master = Master {
             metrics,
             ring,
-            listeners,
-            conns: Conns::default(),
+            front,
+            acceptors,
             slots: Vec::with_capacity(config.workers as usize),
             live: Vec::with_capacity(config.workers as usize),
             parked: Vec::new(),
-            buffers: Vec::new(),
             signals,
             next_seq: 0,
             shutdown: None,
-            expired: Vec::new(),
-            accepting: false,
             batches: Vec::new(),
             records: Vec::with_capacity(wire::MAX_CONNS),
             in_process: false,
@@ -313,6 +295,7 @@ impl Master {
             libc::POLLIN as u32,
             Token::Signal.encode(),
         );
+        master.arm_wake();
         info!(
             "started {} workers ({}), keys: {}",
             master.config.workers,
@@ -384,6 +367,7 @@ impl Master {
                 self.complete(c);
                 round += 1;
             }
+            self.route_new();
             busy = round >= 2;
             // Once per round of completions, not once per completion.
             self.measure_thread_queues();
@@ -391,15 +375,18 @@ impl Master {
             for slot in &self.slots {
                 self.metrics.set_unacked(slot.id, slot.held as u64);
             }
-            self.metrics.set_pending(self.conns.len() as u64);
+            let threads = self.acceptors.as_ref().map_or(0, Acceptors::pending);
+            self.metrics
+                .set_pending((self.front.pending() + threads) as u64);
             self.fire_timers(Instant::now());
         }
-        let stranded = self.conns.len() + self.parked.len();
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.abandon();
+            acceptors.join();
+        }
+        let stranded = self.front.pending() + self.parked.len();
         if stranded > 0 {
             warn!("{stranded} connections were still waiting for a worker at exit: closed");
-        }
-        for conn in self.conns.drain() {
-            drop(conn.fd);
         }
         self.remove_attach_path();
         info!(
@@ -421,11 +408,15 @@ impl Master {
             return;
         };
         match (token, c.outcome) {
-            (Token::Accept(l), Outcome::Accepted { fd, more }) => self.on_accept(l, fd, more),
-            (Token::Conn(k), Outcome::Received { buf, result }) => {
-                self.on_peek(k as usize, buf, result)
+            (Token::Accept(l), Outcome::Accepted { fd, more }) => {
+                self.front.on_accept(&mut self.ring, l, fd, more)
             }
-            (Token::Conn(k), Outcome::Polled(result)) => self.on_poll(k as usize, result),
+            (Token::Conn(k), Outcome::Received { buf, result }) => {
+                self.front.on_peek(&mut self.ring, k as usize, buf, result)
+            }
+            (Token::Conn(k), Outcome::Polled(result)) => {
+                self.front.on_poll(&mut self.ring, k as usize, result)
+            }
             (Token::ChannelRecv(w), Outcome::ReceivedMsg { msg, result }) => {
                 self.on_channel_recv(w, msg, result)
             }
@@ -442,6 +433,14 @@ impl Master {
             }
             (Token::SuccessorReady, Outcome::Polled(r)) => self.on_successor_ready(r),
             (Token::SuccessorExit, Outcome::Polled(r)) => self.on_successor_exit(r),
+            (Token::Wake, _) => {
+                if let Some(acceptors) = &self.acceptors {
+                    if let Err(e) = sys::eventfd_clear(acceptors.wake.as_fd()) {
+                        debug!("{e}");
+                    }
+                }
+                self.arm_wake();
+            }
             (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
@@ -450,308 +449,52 @@ impl Master {
 
     // ---- accepting -------------------------------------------------------------------------
 
-    fn on_accept(&mut self, l: u32, fd: io::Result<OwnedFd>, more: bool) {
-        let closing = self.shutdown.is_some();
-        let Some(listener) = self.listeners.get_mut(l as usize) else {
-            return;
-        };
-        if !more {
-            listener.accept = None;
-            listener.cancelling = false;
-            if closing {
-                // The listener closes: clients still in its backlog are reset.
-                listener.socket = None;
-                listener.rearm_at = None;
-            }
-        }
-        // The accept ended by itself (not by our cancel): arming it again is a re-arm.
-        let cancelled = matches!(&fd, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
-        if !more && !cancelled {
-            listener.ended = true;
-        }
-        match fd {
-            Ok(fd) => {
-                listener.error_logged = false;
-                self.admit(l as u16, fd);
-            }
-            Err(_) if cancelled => {}
-            Err(e) => {
-                if !listener.error_logged {
-                    warn!(
-                        "accept on {} ({}) failed: {e}; retrying every {}ms",
-                        listener.addr,
-                        listener.name,
-                        ACCEPT_BACKOFF.as_millis()
-                    );
-                    listener.error_logged = true;
-                }
-                if !more && !closing {
-                    listener.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
-                }
-            }
-        }
-    }
-
-    /// Takes in an accepted connection: routes it at once when the key is the client address,
-    /// or starts peeking.
-    fn admit(&mut self, listener: u16, fd: OwnedFd) {
-        let stream = TcpStream::from(fd);
-        let peer = match stream.peer_addr() {
-            Ok(peer) => peer,
-            Err(e) => {
-                debug!("accepted connection gone before routing: {e}");
-                return;
-            }
-        };
-        let fd = OwnedFd::from(stream);
-        let accepted_ns = now_ns();
-        self.metrics.accepted(listener);
-        let Some(examiner) = self.examiners.get(usize::from(listener)) else {
-            return;
-        };
-        if examiner.refuses_peer(peer) {
-            debug!("{peer} is not a trusted proxy: closed");
-            self.metrics.proxy_untrusted();
-            self.ring.close(fd, Token::Housekeeping.encode());
-            return;
-        }
-        if examiner.routes_at_accept() {
-            let hash = route::key_hash(Key::Addr(fold_addr(peer.ip())));
-            let h = self.handoff(fd, listener, peer, accepted_ns, hash);
-            self.route(h);
-            return;
-        }
-        let deadline = Instant::now() + self.config.peek_timeout; // bounded by the CLI
-        let key = self.conns.insert(fd, listener, peer, accepted_ns, deadline);
-        self.peek(key);
-    }
-
-    fn handoff(
-        &mut self,
-        fd: OwnedFd,
-        listener: u16,
-        peer: SocketAddr,
-        accepted_ns: u64,
-        key_hash: u64,
-    ) -> Handoff {
-        self.next_seq += 1;
-        Handoff {
-            fd,
-            rec: ConnRecord {
-                seq: self.next_seq,
-                key_hash,
-                accepted_ns,
-                peer,
-                listener,
-                proxy_len: 0,
-            },
-            exclude: None,
-        }
-    }
-
-    /// Arms or cancels the listeners' accepts: accept only while some worker can take a
-    /// connection, so that nothing is accepted that cannot go somewhere.
+    /// Decides whether the listeners accept: only while some worker can take a connection, so
+    /// that nothing is accepted that cannot go somewhere.
     fn update_accepting(&mut self) {
         self.tend_attach(None);
         let accepting = self.shutdown.is_none()
             && self.room()
-            && self.conns.len() < MAX_PENDING
             && self.upgrade.may_accept()
             && !self.held_for_reattach(None);
-        if self.accepting && !accepting && self.shutdown.is_none() {
-            self.metrics.accept_pause();
+        self.front.set_accepting(&mut self.ring, accepting);
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.set_accepting(accepting);
         }
-        self.accepting = accepting;
-        // The clock only matters to a listener backing off after an error.
-        let now = self
-            .listeners
-            .iter()
-            .any(|l| l.rearm_at.is_some())
-            .then(Instant::now);
-        for (i, listener) in self.listeners.iter_mut().enumerate() {
-            let Some(socket) = &listener.socket else {
-                continue;
-            };
-            if !accepting {
-                // A back-off pending from an accept error is moot while nothing is accepted.
-                listener.rearm_at = None;
-            }
-            match listener.accept {
-                None if accepting
-                    && listener
-                        .rearm_at
-                        .is_none_or(|at| now.is_some_and(|now| at <= now)) =>
-                {
-                    if listener.ended {
-                        self.metrics.accept_rearm();
-                        listener.ended = false;
-                    }
-                    listener.rearm_at = None;
-                    listener.accept = Some(
-                        self.ring
-                            .accept_multi(socket.as_fd(), Token::Accept(i as u32).encode()),
-                    );
-                }
-                Some(op) if !accepting && !listener.cancelling => {
-                    listener.cancelling = true;
-                    self.ring.cancel(op, Token::Housekeeping.encode());
-                }
-                _ => {}
-            }
-        }
-    }
-
-    // ---- peeking ---------------------------------------------------------------------------
-
-    fn peek(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let mut buf = self
-            .buffers
-            .pop()
-            .unwrap_or_else(|| Vec::with_capacity(self.config.max_peek));
-        buf.clear();
-        let op = self.ring.recv(
-            conn.fd.as_fd(),
-            buf,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            Token::Conn(key as u32).encode(),
-        );
-        conn.op = Some(op);
-        conn.polling = false;
-    }
-
-    /// Sleeps until more bytes than `peeked` arrive or the client hangs up: TCP poll honours
-    /// `SO_RCVLOWAT`, and a FIN wakes it whatever the low-water mark says.
-    fn wait_for_more(&mut self, key: usize, peeked: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        let want = u32::try_from(peeked + 1).unwrap_or(u32::MAX);
-        if want != conn.lowat {
-            if let Err(e) = sys::set_rcvlowat(conn.fd.as_fd(), want) {
-                debug!("SO_RCVLOWAT on a pending connection failed: {e}");
-                self.close_conn(key);
-                return;
-            }
-            conn.lowat = want;
-        }
-        let op = self.ring.poll(
-            conn.fd.as_fd(),
-            (libc::POLLIN | libc::POLLRDHUP) as u32,
-            Token::Conn(key as u32).encode(),
-        );
-        conn.op = Some(op);
-        conn.polling = true;
-        self.conns.time(key);
-    }
-
-    fn on_peek(&mut self, key: usize, buf: Vec<u8>, result: io::Result<usize>) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            self.buffers.push(buf);
-            return;
-        };
-        conn.op = None;
-        let tcp_peer = conn.peer;
-        let examiner = &self.examiners[usize::from(conn.listener)];
-        let finality = |n: usize| {
-            if conn.hup {
-                Finality::HungUp
-            } else if conn.expired || n >= self.config.max_peek {
-                Finality::GaveUp
-            } else {
-                Finality::Open
-            }
-        };
-        let verdict = match result {
-            // Zero bytes from a peek: the client closed without sending anything.
-            Ok(0) => Verdict::Close(Refusal::Empty),
-            Ok(n) => examiner.examine(&buf, tcp_peer, finality(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                examiner.examine(&[], tcp_peer, finality(0))
-            }
-            Err(e) => {
-                debug!("peek from {tcp_peer} failed: {e}");
-                Verdict::Close(Refusal::Empty)
-            }
-        };
-        let peeked = buf.len();
-        self.buffers.push(buf);
-        match verdict {
-            Verdict::NeedMore => self.wait_for_more(key, peeked),
-            Verdict::Route {
-                hash,
-                fallback,
-                peer,
-                proxy_len,
-            } => {
-                if fallback {
-                    self.metrics.fallback();
-                }
-                self.route_conn(key, hash, peer, proxy_len);
-            }
-            Verdict::Close(why) => {
-                match why {
-                    Refusal::Empty => {}
-                    Refusal::NoKey => self.metrics.no_key_closed(),
-                    Refusal::MalformedProxy(_)
-                    | Refusal::IncompleteProxy
-                    | Refusal::OversizedProxy => self.metrics.proxy_malformed(),
-                }
-                debug!("connection from {tcp_peer} closed: {why:?}");
-                self.close_conn(key);
-            }
-        }
-    }
-
-    fn on_poll(&mut self, key: usize, result: io::Result<u32>) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.op = None;
-        conn.polling = false;
-        match result {
-            Ok(revents) => {
-                if revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32 != 0 {
-                    conn.hup = true;
-                }
-                self.peek(key);
-            }
-            // Cancelled at the deadline: one last peek decides.
-            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => self.peek(key),
-            Err(e) => {
-                debug!("poll on a pending connection failed: {e}");
-                self.close_conn(key);
-            }
-        }
-    }
-
-    fn close_conn(&mut self, key: usize) {
-        if let Some(conn) = self.conns.remove(key) {
-            self.ring.close(conn.fd, Token::Housekeeping.encode());
-        }
-    }
-
-    /// A pending connection's key is known: restore the kernel's default low-water mark (the
-    /// worker reads normally) and route it.
-    fn route_conn(&mut self, key: usize, hash: u64, peer: SocketAddr, proxy_len: u16) {
-        let Some(conn) = self.conns.remove(key) else {
-            return;
-        };
-        if conn.lowat != 1 {
-            if let Err(e) = sys::set_rcvlowat(conn.fd.as_fd(), 1) {
-                debug!("resetting SO_RCVLOWAT failed: {e}");
-                self.ring.close(conn.fd, Token::Housekeeping.encode());
-                return;
-            }
-        }
-        let mut h = self.handoff(conn.fd, conn.listener, peer, conn.accepted_ns, hash);
-        h.rec.proxy_len = proxy_len;
-        self.route(h);
     }
 
     // ---- routing and hand-off --------------------------------------------------------------
+
+    /// Routes the connections whose key the front (or a dispatcher thread) has found,
+    /// numbering them.
+    fn route_new(&mut self) {
+        let mut routed = std::mem::take(&mut self.front.routed);
+        for h in routed.drain(..) {
+            self.route_numbered(h);
+        }
+        // The vector keeps its capacity for the next round.
+        self.front.routed = routed;
+        while let Some(h) = self.acceptors.as_ref().and_then(Acceptors::take) {
+            self.route_numbered(h);
+        }
+    }
+
+    fn route_numbered(&mut self, mut h: Handoff) {
+        self.next_seq += 1;
+        h.rec.seq = self.next_seq;
+        self.route(h);
+    }
+
+    /// Polls the eventfd the dispatcher threads wake the master with.
+    fn arm_wake(&mut self) {
+        if let Some(acceptors) = &self.acceptors {
+            self.ring.poll(
+                acceptors.wake.as_fd(),
+                libc::POLLIN as u32,
+                Token::Wake.encode(),
+            );
+        }
+    }
 
     /// Puts a connection in the outbox of the live worker its key ranks highest for; if that
     /// worker holds `--max-queue` unacknowledged connections, of the next one by rank that has
@@ -845,9 +588,11 @@ impl Master {
     fn flush(&mut self) {
         // Nothing more can reach a worker once no accept is armed, no connection is being
         // peeked at and none waits for a live worker: only then may DRAIN go out.
-        let routing_done = self.conns.is_empty()
-            && self.parked.is_empty()
-            && self.listeners.iter().all(|l| l.accept.is_none());
+        // A dispatcher thread says it is idle only after passing on its last connection:
+        // read that first, then take what it passed.
+        let threads_idle = self.acceptors.as_ref().is_none_or(Acceptors::idle);
+        self.route_new();
+        let routing_done = threads_idle && self.front.idle() && self.parked.is_empty();
         let mut drained = self.feed_threads(routing_done);
         let now = Instant::now();
         for slot in &mut self.slots {
@@ -873,7 +618,12 @@ impl Master {
                 let welcome = Welcome {
                     worker_id: slot.id,
                     workers: self.config.workers,
-                    listeners: self.listeners.iter().map(|l| l.name.clone()).collect(),
+                    listeners: self
+                        .front
+                        .listeners
+                        .iter()
+                        .map(|l| l.name.clone())
+                        .collect(),
                 };
                 wire::encode_welcome(&welcome, data);
                 Sending::Welcome
@@ -1308,7 +1058,7 @@ impl Master {
         info!(
             "{why}: closing the listeners; routing {} pending connections, then draining {} \
              workers (grace {:?})",
-            self.conns.len() + self.parked.len(),
+            self.front.pending() + self.parked.len(),
             self.live.len(),
             self.config.grace
         );
@@ -1321,16 +1071,9 @@ impl Master {
             // No restart during a shutdown.
             slot.respawn_at = None;
         }
-        for listener in &mut self.listeners {
-            match listener.accept {
-                Some(op) if !listener.cancelling => {
-                    listener.cancelling = true;
-                    self.ring.cancel(op, Token::Housekeeping.encode());
-                }
-                Some(_) => {}
-                None => listener.socket = None,
-            }
-            listener.rearm_at = None;
+        self.front.close(&mut self.ring);
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.close();
         }
         for slot in &mut self.slots {
             if slot.phase != Phase::Gone {
@@ -1352,21 +1095,16 @@ impl Master {
             return;
         }
         shutdown.term_at = Some(now);
-        let stranded = self.conns.len() + self.parked.len();
+        let stranded = self.front.pending() + self.parked.len();
         if stranded > 0 {
             warn!(
                 "{stranded} connections could not be routed before the grace period ended: closed"
             );
         }
-        let keys: Vec<usize> = self.conns.keys().collect();
-        for key in keys {
-            if let Some(op) = self.conns.get_mut(key).and_then(|c| c.op) {
-                self.ring.cancel(op, Token::Housekeeping.encode());
-            }
-            if let Some(conn) = self.conns.remove(key) {
-                self.metrics.dropped(1);
-                self.ring.close(conn.fd, Token::Housekeeping.encode());
-            }
+        let abandoned = self.front.abandon(&mut self.ring);
+        self.metrics.dropped(abandoned as u64);
+        if let Some(acceptors) = &mut self.acceptors {
+            acceptors.abandon();
         }
         for h in std::mem::take(&mut self.parked) {
             self.drop_handoff(h);
@@ -1382,12 +1120,7 @@ impl Master {
     // ---- timers ----------------------------------------------------------------------------
 
     fn next_timer(&mut self) -> Option<Instant> {
-        let conns = self.conns.next_deadline();
-        let listeners = self
-            .listeners
-            .iter()
-            .filter(|l| l.socket.is_some())
-            .filter_map(|l| l.rearm_at);
+        let front = self.front.next_deadline();
         let channels = self
             .slots
             .iter()
@@ -1412,7 +1145,8 @@ impl Master {
             .filter(|s| s.term_at.is_none())
             .map(|s| s.backstop);
         let shutdown = self.shutdown.as_ref().and_then(|s| s.kill_at.or(s.term_at));
-        listeners
+        front
+            .into_iter()
             .chain(channels)
             .chain(restarts)
             .chain(kills)
@@ -1421,25 +1155,11 @@ impl Master {
             .chain(shutdown)
             .chain(full_threads)
             .chain(self.attach.as_ref().and_then(AttachPoint::next_timer))
-            .chain(conns)
             .min()
     }
 
     fn fire_timers(&mut self, now: Instant) {
-        let mut expired = std::mem::take(&mut self.expired);
-        expired.clear();
-        self.conns.expire(now, &mut expired);
-        for &key in &expired {
-            if let Some(conn) = self.conns.get_mut(key) {
-                if let (true, Some(op)) = (conn.polling, conn.op) {
-                    self.ring.cancel(op, Token::Housekeeping.encode());
-                }
-            }
-        }
-        for _ in &expired {
-            self.metrics.peek_timeout();
-        }
-        self.expired = expired;
+        self.front.expire(&mut self.ring, now);
         self.respawn_due(now);
         self.tend_attach(Some(now));
         self.held_for_reattach(Some(now));

@@ -25,6 +25,8 @@ pub(crate) enum Token {
     SuccessorReady,
     /// An upgrade's successor's pidfd became readable: it exited.
     SuccessorExit,
+    /// The loop's eventfd was written to: another thread has something for it.
+    Wake,
 }
 
 const SHIFT: u32 = 56;
@@ -44,6 +46,7 @@ impl Token {
             Token::AttachRecv(n) => (9, n),
             Token::SuccessorReady => (10, 0),
             Token::SuccessorExit => (11, 0),
+            Token::Wake => (12, 0),
         };
         (kind << SHIFT) | u64::from(index)
     }
@@ -63,6 +66,7 @@ impl Token {
             9 => Token::AttachRecv(index),
             10 => Token::SuccessorReady,
             11 => Token::SuccessorExit,
+            12 => Token::Wake,
             _ => return None,
         })
     }
@@ -86,6 +90,7 @@ mod tests {
             Token::AttachRecv(63),
             Token::SuccessorReady,
             Token::SuccessorExit,
+            Token::Wake,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

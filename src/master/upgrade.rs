@@ -268,7 +268,7 @@ impl Master {
         if let Some(metrics) = &self.upgrade.metrics {
             passed.push((Passed::Metrics, metrics.as_fd()));
         }
-        for listener in &self.listeners {
+        for listener in &self.front.listeners {
             if let Some(socket) = &listener.socket {
                 passed.push((Passed::Listen(listener.name.clone()), socket.as_fd()));
             }

@@ -1,0 +1,500 @@
+//! The front of the dispatcher: accepting connections and peeking at them until their key is
+//! known. A [`Front`] drives its listeners' accepts and its pending connections on the ring it
+//! is given, and puts each connection whose key is known in [`Front::routed`], for its owner
+//! to route: the master's own loop, or a dispatcher thread that passes them to the master
+//! (`--threads`, see [`super::threads`]).
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use stickyd_ring::{OpId, Ring, sys};
+use stickyd_worker::wire::ConnRecord;
+
+use super::conns::Conns;
+use super::pool::Handoff;
+use super::token::Token;
+use super::{ACCEPT_BACKOFF, now_ns};
+use crate::keys::{Key, fold_addr};
+use crate::metrics::Metrics;
+use crate::route;
+use crate::verdict::{Examiner, Finality, Refusal, Verdict};
+
+/// The most connections a front peeks at at once: beyond, it stops accepting (clients wait in
+/// the backlog), so the memory for pending connections and their operations stays bounded.
+pub(super) const MAX_PENDING: usize = 65_536;
+
+/// A listening socket and its accept.
+#[derive(Debug)]
+pub(super) struct Listener {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub socket: Option<TcpListener>,
+    accept: Option<OpId>,
+    /// A cancel of `accept` has been submitted.
+    cancelling: bool,
+    /// When to arm the accept again after an error.
+    rearm_at: Option<Instant>,
+    /// The last accept error was logged (logged once until accept works again).
+    error_logged: bool,
+    /// The accept ended by itself (an error, or a full completion queue): arming it again is
+    /// counted as a re-arm.
+    ended: bool,
+}
+
+impl Listener {
+    /// A listener serving `socket`, bound at `addr`.
+    pub fn new(name: String, addr: SocketAddr, socket: TcpListener) -> Listener {
+        Listener {
+            name,
+            addr,
+            socket: Some(socket),
+            accept: None,
+            cancelling: false,
+            rearm_at: None,
+            error_logged: false,
+            ended: false,
+        }
+    }
+}
+
+/// Listeners, the connections accepted from them and not yet routed, and how to examine them.
+#[derive(Debug)]
+pub(super) struct Front {
+    pub listeners: Vec<Listener>,
+    /// What to do with a pending connection given its peeked bytes, by listener.
+    examiners: Vec<Examiner>,
+    conns: Conns,
+    /// Peek buffers not in use: a buffer is held only while a peek is in flight.
+    buffers: Vec<Vec<u8>>,
+    expired: Vec<usize>,
+    /// Whether the listeners should be accepting (the last decision given to `set_accepting`).
+    accepting: bool,
+    /// The listeners are closed for good (a shutdown).
+    closing: bool,
+    peek_timeout: Duration,
+    max_peek: usize,
+    metrics: Arc<Metrics>,
+    /// Connections whose key is known, for the owner to route (their `seq` is not set yet).
+    pub routed: Vec<Handoff>,
+}
+
+impl Front {
+    /// A front for `listeners`, examined by `examiners` (one per listener, same order).
+    pub fn new(
+        listeners: Vec<Listener>,
+        examiners: Vec<Examiner>,
+        peek_timeout: Duration,
+        max_peek: usize,
+        metrics: Arc<Metrics>,
+    ) -> Front {
+        Front {
+            listeners,
+            examiners,
+            conns: Conns::default(),
+            buffers: Vec::new(),
+            expired: Vec::new(),
+            accepting: false,
+            closing: false,
+            peek_timeout,
+            max_peek,
+            metrics,
+            routed: Vec::new(),
+        }
+    }
+
+    /// Connections accepted and not yet routed.
+    pub fn pending(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether nothing more can come out of this front: no accept armed and nothing pending.
+    pub fn idle(&self) -> bool {
+        self.conns.is_empty() && self.listeners.iter().all(|l| l.accept.is_none())
+    }
+
+    /// Whether the pending connections leave room to accept more.
+    pub fn has_room(&self) -> bool {
+        self.conns.len() < MAX_PENDING
+    }
+
+    // ---- accepting -------------------------------------------------------------------------
+
+    pub fn on_accept(&mut self, ring: &mut Ring, l: u32, fd: io::Result<OwnedFd>, more: bool) {
+        let closing = self.closing;
+        let Some(listener) = self.listeners.get_mut(l as usize) else {
+            return;
+        };
+        if !more {
+            listener.accept = None;
+            listener.cancelling = false;
+            if closing {
+                // The listener closes: clients still in its backlog are reset.
+                listener.socket = None;
+                listener.rearm_at = None;
+            }
+        }
+        // The accept ended by itself (not by our cancel): arming it again is a re-arm.
+        let cancelled = matches!(&fd, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
+        if !more && !cancelled {
+            listener.ended = true;
+        }
+        match fd {
+            Ok(fd) => {
+                listener.error_logged = false;
+                self.admit(ring, l as u16, fd);
+            }
+            Err(_) if cancelled => {}
+            Err(e) => {
+                if !listener.error_logged {
+                    warn!(
+                        "accept on {} ({}) failed: {e}; retrying every {}ms",
+                        listener.addr,
+                        listener.name,
+                        ACCEPT_BACKOFF.as_millis()
+                    );
+                    listener.error_logged = true;
+                }
+                if !more && !closing {
+                    listener.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Takes in an accepted connection: routes it at once when the key is the client address,
+    /// or starts peeking.
+    fn admit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
+        let stream = TcpStream::from(fd);
+        let peer = match stream.peer_addr() {
+            Ok(peer) => peer,
+            Err(e) => {
+                debug!("accepted connection gone before routing: {e}");
+                return;
+            }
+        };
+        let fd = OwnedFd::from(stream);
+        let accepted_ns = now_ns();
+        self.metrics.accepted(listener);
+        let Some(examiner) = self.examiners.get(usize::from(listener)) else {
+            return;
+        };
+        if examiner.refuses_peer(peer) {
+            debug!("{peer} is not a trusted proxy: closed");
+            self.metrics.proxy_untrusted();
+            ring.close(fd, Token::Housekeeping.encode());
+            return;
+        }
+        if examiner.routes_at_accept() {
+            let hash = route::key_hash(Key::Addr(fold_addr(peer.ip())));
+            self.routed
+                .push(handoff(fd, listener, peer, accepted_ns, hash, 0));
+            return;
+        }
+        let deadline = Instant::now() + self.peek_timeout; // bounded by the CLI
+        let key = self.conns.insert(fd, listener, peer, accepted_ns, deadline);
+        self.peek(ring, key);
+    }
+
+    /// Arms or cancels the listeners' accepts. A pause (`accepting` turning false outside a
+    /// shutdown) is counted.
+    pub fn set_accepting(&mut self, ring: &mut Ring, accepting: bool) {
+        let accepting = accepting && !self.closing && self.has_room();
+        if self.accepting && !accepting && !self.closing {
+            self.metrics.accept_pause();
+        }
+        self.accepting = accepting;
+        // The clock only matters to a listener backing off after an error.
+        let now = self
+            .listeners
+            .iter()
+            .any(|l| l.rearm_at.is_some())
+            .then(Instant::now);
+        for (i, listener) in self.listeners.iter_mut().enumerate() {
+            let Some(socket) = &listener.socket else {
+                continue;
+            };
+            if !accepting {
+                // A back-off pending from an accept error is moot while nothing is accepted.
+                listener.rearm_at = None;
+            }
+            match listener.accept {
+                None if accepting
+                    && listener
+                        .rearm_at
+                        .is_none_or(|at| now.is_some_and(|now| at <= now)) =>
+                {
+                    if listener.ended {
+                        self.metrics.accept_rearm();
+                        listener.ended = false;
+                    }
+                    listener.rearm_at = None;
+                    listener.accept =
+                        Some(ring.accept_multi(socket.as_fd(), Token::Accept(i as u32).encode()));
+                }
+                Some(op) if !accepting && !listener.cancelling => {
+                    listener.cancelling = true;
+                    ring.cancel(op, Token::Housekeeping.encode());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops accepting for good and closes the listeners (once their accepts have ended); the
+    /// connections already accepted are still peeked at and routed.
+    pub fn close(&mut self, ring: &mut Ring) {
+        self.closing = true;
+        for listener in &mut self.listeners {
+            match listener.accept {
+                Some(op) if !listener.cancelling => {
+                    listener.cancelling = true;
+                    ring.cancel(op, Token::Housekeeping.encode());
+                }
+                Some(_) => {}
+                None => listener.socket = None,
+            }
+            listener.rearm_at = None;
+        }
+    }
+
+    // ---- peeking ---------------------------------------------------------------------------
+
+    fn peek(&mut self, ring: &mut Ring, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut buf = self
+            .buffers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.max_peek));
+        buf.clear();
+        let op = ring.recv(
+            conn.fd.as_fd(),
+            buf,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            Token::Conn(key as u32).encode(),
+        );
+        conn.op = Some(op);
+        conn.polling = false;
+    }
+
+    /// Sleeps until more bytes than `peeked` arrive or the client hangs up: TCP poll honours
+    /// `SO_RCVLOWAT`, and a FIN wakes it whatever the low-water mark says.
+    fn wait_for_more(&mut self, ring: &mut Ring, key: usize, peeked: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let want = u32::try_from(peeked + 1).unwrap_or(u32::MAX);
+        if want != conn.lowat {
+            if let Err(e) = sys::set_rcvlowat(conn.fd.as_fd(), want) {
+                debug!("SO_RCVLOWAT on a pending connection failed: {e}");
+                self.close_conn(ring, key);
+                return;
+            }
+            conn.lowat = want;
+        }
+        let op = ring.poll(
+            conn.fd.as_fd(),
+            (libc::POLLIN | libc::POLLRDHUP) as u32,
+            Token::Conn(key as u32).encode(),
+        );
+        conn.op = Some(op);
+        conn.polling = true;
+        self.conns.time(key);
+    }
+
+    pub fn on_peek(
+        &mut self,
+        ring: &mut Ring,
+        key: usize,
+        buf: Vec<u8>,
+        result: io::Result<usize>,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            self.buffers.push(buf);
+            return;
+        };
+        conn.op = None;
+        let tcp_peer = conn.peer;
+        let examiner = &self.examiners[usize::from(conn.listener)];
+        let finality = |n: usize| {
+            if conn.hup {
+                Finality::HungUp
+            } else if conn.expired || n >= self.max_peek {
+                Finality::GaveUp
+            } else {
+                Finality::Open
+            }
+        };
+        let verdict = match result {
+            // Zero bytes from a peek: the client closed without sending anything.
+            Ok(0) => Verdict::Close(Refusal::Empty),
+            Ok(n) => examiner.examine(&buf, tcp_peer, finality(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                examiner.examine(&[], tcp_peer, finality(0))
+            }
+            Err(e) => {
+                debug!("peek from {tcp_peer} failed: {e}");
+                Verdict::Close(Refusal::Empty)
+            }
+        };
+        let peeked = buf.len();
+        self.buffers.push(buf);
+        match verdict {
+            Verdict::NeedMore => self.wait_for_more(ring, key, peeked),
+            Verdict::Route {
+                hash,
+                fallback,
+                peer,
+                proxy_len,
+            } => {
+                if fallback {
+                    self.metrics.fallback();
+                }
+                self.route_conn(ring, key, hash, peer, proxy_len);
+            }
+            Verdict::Close(why) => {
+                match why {
+                    Refusal::Empty => {}
+                    Refusal::NoKey => self.metrics.no_key_closed(),
+                    Refusal::MalformedProxy(_)
+                    | Refusal::IncompleteProxy
+                    | Refusal::OversizedProxy => self.metrics.proxy_malformed(),
+                }
+                debug!("connection from {tcp_peer} closed: {why:?}");
+                self.close_conn(ring, key);
+            }
+        }
+    }
+
+    pub fn on_poll(&mut self, ring: &mut Ring, key: usize, result: io::Result<u32>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.op = None;
+        conn.polling = false;
+        match result {
+            Ok(revents) => {
+                if revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) as u32 != 0 {
+                    conn.hup = true;
+                }
+                self.peek(ring, key);
+            }
+            // Cancelled at the deadline: one last peek decides.
+            Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => self.peek(ring, key),
+            Err(e) => {
+                debug!("poll on a pending connection failed: {e}");
+                self.close_conn(ring, key);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, ring: &mut Ring, key: usize) {
+        if let Some(conn) = self.conns.remove(key) {
+            ring.close(conn.fd, Token::Housekeeping.encode());
+        }
+    }
+
+    /// A pending connection's key is known: restore the kernel's default low-water mark (the
+    /// worker reads normally) and pass it on.
+    fn route_conn(
+        &mut self,
+        ring: &mut Ring,
+        key: usize,
+        hash: u64,
+        peer: SocketAddr,
+        proxy_len: u16,
+    ) {
+        let Some(conn) = self.conns.remove(key) else {
+            return;
+        };
+        if conn.lowat != 1 {
+            if let Err(e) = sys::set_rcvlowat(conn.fd.as_fd(), 1) {
+                debug!("resetting SO_RCVLOWAT failed: {e}");
+                ring.close(conn.fd, Token::Housekeeping.encode());
+                return;
+            }
+        }
+        let h = handoff(
+            conn.fd,
+            conn.listener,
+            peer,
+            conn.accepted_ns,
+            hash,
+            proxy_len,
+        );
+        self.routed.push(h);
+    }
+
+    // ---- deadlines -------------------------------------------------------------------------
+
+    /// The earliest peek deadline, or a listener's re-arm after an error.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        let rearm = self
+            .listeners
+            .iter()
+            .filter(|l| l.socket.is_some())
+            .filter_map(|l| l.rearm_at)
+            .min();
+        rearm.into_iter().chain(self.conns.next_deadline()).min()
+    }
+
+    /// Ends the peeks whose deadline has passed: their poll is cancelled, and the last peek
+    /// decides.
+    pub fn expire(&mut self, ring: &mut Ring, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        expired.clear();
+        self.conns.expire(now, &mut expired);
+        for &key in &expired {
+            if let Some(conn) = self.conns.get_mut(key) {
+                if let (true, Some(op)) = (conn.polling, conn.op) {
+                    ring.cancel(op, Token::Housekeeping.encode());
+                }
+            }
+            self.metrics.peek_timeout();
+        }
+        self.expired = expired;
+    }
+
+    /// Closes every pending connection (a shutdown that ran out of time, or the end); returns
+    /// how many there were.
+    pub fn abandon(&mut self, ring: &mut Ring) -> usize {
+        let keys: Vec<usize> = self.conns.keys().collect();
+        for &key in &keys {
+            if let Some(op) = self.conns.get_mut(key).and_then(|c| c.op) {
+                ring.cancel(op, Token::Housekeeping.encode());
+            }
+            if let Some(conn) = self.conns.remove(key) {
+                ring.close(conn.fd, Token::Housekeeping.encode());
+            }
+        }
+        keys.len()
+    }
+}
+
+/// A connection on its way to a worker; its `seq` is set by the master when it routes it.
+fn handoff(
+    fd: OwnedFd,
+    listener: u16,
+    peer: SocketAddr,
+    accepted_ns: u64,
+    key_hash: u64,
+    proxy_len: u16,
+) -> Handoff {
+    Handoff {
+        fd,
+        rec: ConnRecord {
+            seq: 0,
+            key_hash,
+            accepted_ns,
+            peer,
+            listener,
+            proxy_len,
+        },
+        exclude: None,
+    }
+}

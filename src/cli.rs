@@ -17,7 +17,7 @@ use clap::Parser;
 
 use crate::config::values::{
     parse_addr, parse_duration, parse_max_peek, parse_max_queue, parse_positive_duration,
-    parse_workers,
+    parse_threads, parse_workers,
 };
 use crate::config::{
     Backend, Config, DEFAULT_GRACE, DEFAULT_LISTEN, DEFAULT_MAX_PEEK, DEFAULT_PEEK_TIMEOUT,
@@ -100,7 +100,7 @@ pub struct Cli {
 
     /// Dispatcher threads, each accepting and peeking on its own ring over the same
     /// listeners; the master's loop is the first (1 to 64) [default: 1]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<u32>,
 
     /// Workers may also attach to this Unix socket (created mode 0600) and fill the slots;
@@ -210,7 +210,7 @@ impl Cli {
             backend: self.backend.or(file.backend).unwrap_or_default(),
             grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
             worker_command,
-            threads: self.threads.unwrap_or(1),
+            threads: self.threads.or(file.threads).unwrap_or(1),
             attach: self.attach,
             attach_uids: self.attach_uids,
         })

@@ -76,6 +76,8 @@ pub const MAX_FILE_SIZE: u64 = 1 << 20;
 pub struct FileSettings {
     /// `workers`.
     pub workers: Option<u32>,
+    /// `threads`.
+    pub threads: Option<u32>,
     /// `peek-timeout`.
     pub peek_timeout: Option<Duration>,
     /// `on-timeout`.
@@ -230,6 +232,7 @@ type Value = Spanned<Text>;
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawFile {
     workers: Option<Value>,
+    threads: Option<Value>,
     peek_timeout: Option<Value>,
     on_timeout: Option<Value>,
     max_peek: Option<Value>,
@@ -322,6 +325,7 @@ impl RawFile {
     fn resolve(self, doc: &Doc<'_>) -> Result<FileSettings, FileError> {
         let mut file = FileSettings {
             workers: doc.parse("workers", self.workers, values::parse_workers)?,
+            threads: doc.parse("threads", self.threads, values::parse_threads)?,
             peek_timeout: doc.parse(
                 "peek-timeout",
                 self.peek_timeout,

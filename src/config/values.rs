@@ -122,6 +122,14 @@ pub fn parse_workers(s: &str) -> Result<u32, ValueError> {
     parse_count(s, 1..=MAX_WORKERS)
 }
 
+/// The most dispatcher threads (`--threads`).
+pub const MAX_THREADS: u32 = 64;
+
+/// Parses a number of dispatcher threads: 1 to [`MAX_THREADS`].
+pub fn parse_threads(s: &str) -> Result<u32, ValueError> {
+    parse_count(s, 1..=MAX_THREADS)
+}
+
 /// Parses the most connections a worker holds unacknowledged: 1 to [`MAX_QUEUE`].
 pub fn parse_max_queue(s: &str) -> Result<u32, ValueError> {
     parse_count(s, 1..=MAX_QUEUE)

@@ -76,7 +76,13 @@ impl Acceptors {
     pub fn start(count: u32, setup: &Setup<'_>) -> Result<Acceptors, Error> {
         let wake = Arc::new(sys::eventfd().map_err(super::setup("cannot create an eventfd"))?);
         let (to_master, routed) = crossbeam_channel::unbounded();
-        let mut threads = Vec::with_capacity(count as usize);
+        // Built first, so that an error below stops the threads already started (Drop).
+        let mut acceptors = Acceptors {
+            threads: Vec::with_capacity(count as usize),
+            routed,
+            wake,
+            accepting: false,
+        };
         for n in 1..=count {
             let mut listeners = Vec::with_capacity(setup.listeners.len());
             for l in setup.listeners {
@@ -87,13 +93,15 @@ impl Acceptors {
                 )))?;
                 listeners.push(Listener::new(l.name.clone(), l.addr, socket));
             }
+            // Accept pauses are the master's decision: counted once, by its own front.
             let front = Front::new(
                 listeners,
                 setup.examiners.to_vec(),
                 setup.peek_timeout,
                 setup.max_peek,
                 Arc::clone(setup.metrics),
-            );
+            )
+            .without_pause_count();
             let control = Arc::new(Control::default());
             let own_wake =
                 Arc::new(sys::eventfd().map_err(super::setup("cannot create an eventfd"))?);
@@ -103,7 +111,7 @@ impl Acceptors {
                 control: Arc::clone(&control),
                 wake: Arc::clone(&own_wake),
                 to_master: to_master.clone(),
-                master_wake: Arc::clone(&wake),
+                master_wake: Arc::clone(&acceptors.wake),
             };
             // A ring stays on the thread that made it: each thread makes its own, and says
             // whether it could.
@@ -133,19 +141,14 @@ impl Acceptors {
                     "a dispatcher thread ended before its ring was set up",
                 )))
             })?;
-            threads.push(Handle {
+            acceptors.threads.push(Handle {
                 thread: Some(handle),
                 control,
                 wake: own_wake,
             });
         }
         debug!("{count} dispatcher threads beside the master's loop");
-        Ok(Acceptors {
-            threads,
-            routed,
-            wake,
-            accepting: false,
-        })
+        Ok(acceptors)
     }
 
     /// Passes the master's accept decision on to the threads that do not have it yet.
@@ -210,6 +213,15 @@ impl Acceptors {
     }
 }
 
+impl Drop for Acceptors {
+    /// A master that stops for any reason (an error included) stops its threads too, so that
+    /// none keeps accepting on the listening sockets.
+    fn drop(&mut self) {
+        self.abandon();
+        self.join();
+    }
+}
+
 /// Wakes the ring that polls `fd`.
 fn wake(fd: &OwnedFd) {
     if let Err(e) = sys::eventfd_wake(fd.as_fd()) {
@@ -261,10 +273,14 @@ impl Thread {
                 (1, timeout)
             };
             if let Err(e) = ring.wait_for(want, timeout) {
-                error!("a dispatcher thread's ring failed: {e}");
-                self.control.abandon.store(true, Ordering::SeqCst);
-                self.control.closing.store(true, Ordering::SeqCst);
-                continue;
+                // The thread cannot go on: what it holds is closed (dropping the ring settles
+                // the operations in flight), and the master's loop accepts on without it.
+                error!("a dispatcher thread's ring failed: {e}; the thread ends");
+                self.front.abandon(&mut ring);
+                self.control.pending.store(0, Ordering::Relaxed);
+                self.control.idle.store(true, Ordering::SeqCst);
+                wake(&self.master_wake);
+                return;
             }
             let mut round = 0;
             while let Some(c) = ring.next_completion() {

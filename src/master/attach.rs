@@ -54,6 +54,9 @@ struct Attaching {
     uid: u32,
     since: Instant,
     recv: Option<OpId>,
+    /// It said nothing in time: its receive is being cancelled. The entry (and its slab key,
+    /// which names the receive's token) stays until that receive completes.
+    timed_out: bool,
 }
 
 impl AttachPoint {
@@ -109,6 +112,7 @@ impl AttachPoint {
         let hello = self
             .waiting
             .iter()
+            .filter(|(_, a)| !a.timed_out)
             .map(|(_, a)| a.since + HELLO_TIMEOUT)
             .min();
         self.rearm_at
@@ -164,22 +168,20 @@ impl Master {
             return;
         };
         if let Some(now) = now {
-            let overdue: Vec<usize> = point
-                .waiting
-                .iter()
-                .filter(|(_, a)| a.since + HELLO_TIMEOUT <= now)
-                .map(|(k, _)| k)
-                .collect();
-            for k in overdue {
-                let a = point.waiting.remove(k);
+            for (_, a) in point.waiting.iter_mut() {
+                if a.timed_out || a.since + HELLO_TIMEOUT > now {
+                    continue;
+                }
+                // Closed when its receive completes (cancelled), so that the slab key is not
+                // reused while that completion can still arrive.
+                a.timed_out = true;
                 debug!(
-                    "attach: pid {} said no HELLO within {HELLO_TIMEOUT:?}: closed",
+                    "attach: pid {} said no HELLO within {HELLO_TIMEOUT:?}: closing",
                     a.pid
                 );
                 if let Some(op) = a.recv {
                     self.ring.cancel(op, Token::Housekeeping.encode());
                 }
-                self.ring.close(a.channel, Token::Housekeeping.encode());
             }
         }
         let Some(socket) = &point.socket else {
@@ -255,6 +257,7 @@ impl Master {
             uid,
             since: Instant::now(),
             recv: Some(recv),
+            timed_out: false,
         });
     }
 
@@ -267,6 +270,10 @@ impl Master {
         let Some(peer) = point.waiting.try_remove(k) else {
             return;
         };
+        if peer.timed_out {
+            // Too late, whatever it said: closed.
+            return;
+        }
         let hello = match result {
             Ok(n) if n > 0 && !msg.truncated() => match wire::decode(msg.data()) {
                 Ok(Message::Hello(hello)) => hello,

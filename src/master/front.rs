@@ -75,6 +75,8 @@ pub(super) struct Front {
     accepting: bool,
     /// The listeners are closed for good (a shutdown).
     closing: bool,
+    /// Accept pauses are counted in the metrics (by the master's own front only).
+    count_pauses: bool,
     peek_timeout: Duration,
     max_peek: usize,
     metrics: Arc<Metrics>,
@@ -99,10 +101,19 @@ impl Front {
             expired: Vec::new(),
             accepting: false,
             closing: false,
+            count_pauses: true,
             peek_timeout,
             max_peek,
             metrics,
             routed: Vec::new(),
+        }
+    }
+
+    /// The same front, not counting accept pauses (a dispatcher thread's: the master counts).
+    pub fn without_pause_count(self) -> Front {
+        Front {
+            count_pauses: false,
+            ..self
         }
     }
 
@@ -203,7 +214,7 @@ impl Front {
     /// shutdown) is counted.
     pub fn set_accepting(&mut self, ring: &mut Ring, accepting: bool) {
         let accepting = accepting && !self.closing && self.has_room();
-        if self.accepting && !accepting && !self.closing {
+        if self.accepting && !accepting && !self.closing && self.count_pauses {
             self.metrics.accept_pause();
         }
         self.accepting = accepting;
@@ -460,8 +471,8 @@ impl Front {
         self.expired = expired;
     }
 
-    /// Closes every pending connection (a shutdown that ran out of time, or the end); returns
-    /// how many there were.
+    /// Closes every pending connection (a shutdown that ran out of time, or the end), counted
+    /// as dropped; returns how many there were.
     pub fn abandon(&mut self, ring: &mut Ring) -> usize {
         let keys: Vec<usize> = self.conns.keys().collect();
         for &key in &keys {
@@ -472,6 +483,7 @@ impl Front {
                 ring.close(conn.fd, Token::Housekeeping.encode());
             }
         }
+        self.metrics.dropped(keys.len() as u64);
         keys.len()
     }
 }

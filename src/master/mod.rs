@@ -380,11 +380,12 @@ impl Master {
                 .set_pending((self.front.pending() + threads) as u64);
             self.fire_timers(Instant::now());
         }
+        let threads = self.acceptors.as_ref().map_or(0, Acceptors::pending);
         if let Some(acceptors) = &mut self.acceptors {
             acceptors.abandon();
             acceptors.join();
         }
-        let stranded = self.front.pending() + self.parked.len();
+        let stranded = self.front.pending() + threads + self.parked.len();
         if stranded > 0 {
             warn!("{stranded} connections were still waiting for a worker at exit: closed");
         }
@@ -672,6 +673,15 @@ impl Master {
     /// queues of thread workers due to drain. Returns whether one was drained.
     fn feed_threads(&mut self, routing_done: bool) -> bool {
         let mut drained = false;
+        // A thread found gone sends its connections back to routing, possibly to a slot fed
+        // earlier in this pass: go round again until no thread is lost.
+        while self.feed_threads_once(routing_done, &mut drained) {}
+        drained
+    }
+
+    /// One pass of [`feed_threads`](Self::feed_threads); returns whether a thread was lost.
+    fn feed_threads_once(&mut self, routing_done: bool, drained: &mut bool) -> bool {
+        let mut lost_any = false;
         for w in 0..self.slots.len() {
             let slot = &mut self.slots[w];
             let Some(queue) = &slot.thread else {
@@ -696,6 +706,7 @@ impl Master {
             }
             slot.held = queue.len();
             if let Some(first) = lost {
+                lost_any = true;
                 slot.thread = None;
                 let rest: Vec<Handoff> = slot.outbox.drain(..).collect();
                 slot.held = 0;
@@ -708,11 +719,11 @@ impl Master {
                 // Dropping the sender ends the thread's `incoming()` after what is queued.
                 slot.thread = None;
                 slot.drain = Drain::Sent;
-                drained = true;
+                *drained = true;
                 debug!("worker {w} (a thread) drained");
             }
         }
-        drained
+        lost_any
     }
 
     /// Thread workers take connections from their queues without the ring hearing of it:
@@ -1095,14 +1106,14 @@ impl Master {
             return;
         }
         shutdown.term_at = Some(now);
-        let stranded = self.front.pending() + self.parked.len();
+        let threads = self.acceptors.as_ref().map_or(0, Acceptors::pending);
+        let stranded = self.front.pending() + threads + self.parked.len();
         if stranded > 0 {
             warn!(
                 "{stranded} connections could not be routed before the grace period ended: closed"
             );
         }
-        let abandoned = self.front.abandon(&mut self.ring);
-        self.metrics.dropped(abandoned as u64);
+        self.front.abandon(&mut self.ring);
         if let Some(acceptors) = &mut self.acceptors {
             acceptors.abandon();
         }
@@ -1112,7 +1123,7 @@ impl Master {
     }
 
     fn signal_workers(&mut self, sig: i32) {
-        for slot in &self.slots {
+        for slot in &mut self.slots {
             end_worker(slot, sig);
         }
     }
@@ -1203,13 +1214,16 @@ impl Master {
 }
 
 /// Ends a slot's worker: a process gets `sig`; an attached worker, which is not ours to
-/// signal, has its channel shut in both directions (it reads end of file, and so do we).
-fn end_worker(slot: &Slot, sig: i32) {
+/// signal, has its channel shut in both directions (it reads end of file, and so do we). Our
+/// end of file then does not mean the worker is gone: it may still read the `CONNS` queued
+/// for it and serve them, so what it was sent is never dispatched again (closed instead).
+fn end_worker(slot: &mut Slot, sig: i32) {
     if let Some(pid) = slot.pid {
         if let Err(e) = sys::kill(pid, sig) {
             warn!("worker {} (pid {pid}): kill failed: {e}", slot.id);
         }
     } else if let (Kind::Attached, Some(channel)) = (slot.kind, &slot.channel) {
+        slot.violated = true;
         if let Err(e) = sys::shutdown_both(channel.as_fd()) {
             debug!("worker {}: {e}", slot.id);
         }

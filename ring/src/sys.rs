@@ -407,6 +407,29 @@ pub fn close_on_exec_from(first: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// In a child between fork and exec: clears FD_CLOEXEC on `fds` (so exec keeps them) and
+/// unblocks every signal. Async-signal-safe: fcntl, sigemptyset and pthread_sigmask only, no
+/// allocation.
+fn inherit_and_unblock(fds: &[i32]) -> io::Result<()> {
+    for &fd in fds {
+        // SAFETY: fcntl on an fd number with F_GETFD touches no memory.
+        let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+        // SAFETY: fcntl on an fd number with F_SETFD and an int touches no memory.
+        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
+    }
+    // SAFETY: `set` is a local sigset_t that sigemptyset initialises before pthread_sigmask
+    // reads it; both are async-signal-safe.
+    unsafe {
+        let mut set: libc::sigset_t = mem::zeroed();
+        libc::sigemptyset(&mut set);
+        let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+    }
+    Ok(())
+}
+
 /// Prepares `cmd` for a worker child.
 ///
 /// In the child, between fork and exec (async-signal-safe calls only): unblocks every signal
@@ -425,22 +448,9 @@ pub fn prepare_worker_command(cmd: &mut Command, inherit: BorrowedFd<'_>) {
     let parent = std::process::id();
     cmd.process_group(0);
     let child_setup = move || -> io::Result<()> {
-        // SAFETY: fcntl on an fd number with F_GETFD touches no memory.
-        let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-        // SAFETY: fcntl on an fd number with F_SETFD and an int touches no memory.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
         // The master blocks the signals it reads from a signalfd; a blocked mask survives
         // exec, and a worker must get SIGTERM.
-        // SAFETY: `set` is a local sigset_t that sigemptyset initialises before
-        // pthread_sigmask reads it; both are async-signal-safe.
-        unsafe {
-            let mut set: libc::sigset_t = mem::zeroed();
-            libc::sigemptyset(&mut set);
-            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
-            }
-        }
+        inherit_and_unblock(&[fd])?;
         let sigkill = libc::c_ulong::try_from(libc::SIGKILL).unwrap_or(9);
         // SAFETY: PR_SET_PDEATHSIG takes a signal number and ignores the other arguments.
         cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sigkill, 0, 0, 0) })?;
@@ -593,25 +603,7 @@ pub fn socket_kind(fd: BorrowedFd<'_>) -> io::Result<SocketKind> {
 /// The caller keeps the fds of `inherit` open until `spawn` returns.
 pub fn prepare_successor_command(cmd: &mut Command, inherit: &[BorrowedFd<'_>]) {
     let fds: Vec<i32> = inherit.iter().map(|fd| fd.as_raw_fd()).collect();
-    let child_setup = move || -> io::Result<()> {
-        for &fd in &fds {
-            // SAFETY: fcntl on an fd number with F_GETFD touches no memory.
-            let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-            // SAFETY: fcntl on an fd number with F_SETFD and an int touches no memory.
-            cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) })?;
-        }
-        // SAFETY: `set` is a local sigset_t that sigemptyset initialises before
-        // pthread_sigmask reads it; both are async-signal-safe.
-        unsafe {
-            let mut set: libc::sigset_t = mem::zeroed();
-            libc::sigemptyset(&mut set);
-            let rc = libc::pthread_sigmask(libc::SIG_SETMASK, &set, ptr::null_mut());
-            if rc != 0 {
-                return Err(io::Error::from_raw_os_error(rc));
-            }
-        }
-        Ok(())
-    };
+    let child_setup = move || -> io::Result<()> { inherit_and_unblock(&fds) };
     // SAFETY: the closure runs in the child between fork and exec and only makes
     // async-signal-safe calls (fcntl, sigemptyset, pthread_sigmask); it reads the vector
     // allocated before the fork without allocating, and touches no lock.

@@ -25,7 +25,7 @@ use stickyd_ring::{BackendKind, Outcome, Ring, sys};
 use super::front::{Front, Listener};
 use super::pool::Handoff;
 use super::token::Token;
-use super::{BATCH, Error, LINGER, RING_ENTRIES};
+use super::{Error, RING_ENTRIES, batch_wait};
 use crate::metrics::Metrics;
 use crate::verdict::Examiner;
 
@@ -267,11 +267,7 @@ impl Thread {
                 .front
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            let (want, timeout) = if busy {
-                (BATCH, Some(timeout.map_or(LINGER, |t| t.min(LINGER))))
-            } else {
-                (1, timeout)
-            };
+            let (want, timeout) = batch_wait(busy, timeout);
             if let Err(e) = ring.wait_for(want, timeout) {
                 // The thread cannot go on: what it holds is closed (dropping the ring settles
                 // the operations in flight), and the master's loop accepts on without it.

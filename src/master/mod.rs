@@ -354,13 +354,7 @@ impl Master {
             let timeout = self
                 .next_timer()
                 .map(|at| at.saturating_duration_since(Instant::now()));
-            // Under load, gather a batch per round: one enter, one CONNS message per worker
-            // carrying several fds, one ACK back. Idle, sleep until the first completion.
-            let (want, timeout) = if busy {
-                (BATCH, Some(timeout.map_or(LINGER, |t| t.min(LINGER))))
-            } else {
-                (1, timeout)
-            };
+            let (want, timeout) = batch_wait(busy, timeout);
             self.ring.wait_for(want, timeout).map_err(Error::Ring)?;
             let mut round = 0;
             while let Some(c) = self.ring.next_completion() {
@@ -1210,6 +1204,18 @@ impl Master {
             }
             _ => {}
         }
+    }
+}
+
+/// How many completions a round waits for, and how long, given whether the last round was
+/// busy (more than one completion) and when the next timer is due. Under load, a batch per
+/// round: one enter, one `CONNS` message per worker carrying several fds, one `ACK` back.
+/// Idle, it sleeps until the first completion.
+fn batch_wait(busy: bool, timeout: Option<Duration>) -> (usize, Option<Duration>) {
+    if busy {
+        (BATCH, Some(timeout.map_or(LINGER, |t| t.min(LINGER))))
+    } else {
+        (1, timeout)
     }
 }
 

@@ -209,9 +209,10 @@ class Workers:
 class Master:
     """The stickyd process: its stderr goes to a log file and is watched for events."""
 
-    def __init__(self, binary, log_path, workers, backend="auto"):
+    def __init__(self, binary, log_path, workers, backend="auto", threads=1):
         self.binary = binary
         self.backend = backend
+        self.threads = threads
         self.log_path = log_path
         self.workers = workers
         self.proc = None
@@ -232,6 +233,7 @@ class Master:
             "--peek-timeout", f"{int(PEEK_TIMEOUT)}s",
             "--max-queue", str(MAX_QUEUE),
             "--backend", self.backend,
+            "--threads", str(self.threads),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=self.log,
             stderr=asyncio.subprocess.PIPE,
@@ -792,7 +794,7 @@ async def soak(args):
     workdir = tempfile.mkdtemp(prefix="stickyd-soak-")
     log_path = os.path.join(workdir, "stickyd.log")
     workers = Workers()
-    master = Master(args.stickyd, log_path, workers, args.backend)
+    master = Master(args.stickyd, log_path, workers, args.backend, args.threads)
     try:
         try:
             await master.start()
@@ -906,6 +908,7 @@ def main():
     parser.add_argument(
         "--backend", default="auto", choices=["auto", "uring", "epoll"], help="stickyd's event loop"
     )
+    parser.add_argument("--threads", type=int, default=1, help="stickyd's dispatcher threads")
     args = parser.parse_args()
     if args.seconds <= 0:
         parser.error("--seconds must be positive")

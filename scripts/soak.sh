@@ -11,7 +11,8 @@
 # Needs Linux, the Rust toolchain and python3 (3.11 or later, standard library only).
 set -euo pipefail
 
-# SOAK_BACKEND=epoll soaks the epoll backend (default: auto).
+# SOAK_BACKEND=epoll soaks the epoll backend (default: auto); SOAK_THREADS=2 runs stickyd with
+# two dispatcher threads (default: 1).
 seconds="${1:-${SOAK_SECONDS:-300}}"
 if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
     echo "usage: $0 [SECONDS]  (how long the load runs, a positive integer; default 300)" >&2
@@ -26,4 +27,4 @@ cargo build --release --workspace --bins --examples
 target="${CARGO_TARGET_DIR:-$root/target}"
 
 exec python3 "$root/scripts/soak.py" --seconds "$seconds" --stickyd "$target/release/stickyd" \
-    --backend "${SOAK_BACKEND:-auto}"
+    --backend "${SOAK_BACKEND:-auto}" --threads "${SOAK_THREADS:-1}"

@@ -1063,7 +1063,9 @@ impl Master {
         info!(
             "{why}: closing the listeners; routing {} pending connections, then draining {} \
              workers (grace {:?})",
-            self.front.pending() + self.parked.len(),
+            self.front.pending()
+                + self.acceptors.as_ref().map_or(0, Acceptors::pending)
+                + self.parked.len(),
             self.live.len(),
             self.config.grace
         );

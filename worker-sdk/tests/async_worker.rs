@@ -129,15 +129,7 @@ fn connections_queued_before_wrapping_are_delivered() {
     // The blocking API took one of two connections of a CONNS; the other is queued in the
     // worker with nothing left on the socket.
     let (master, mut worker) = joined();
-    let lst = listener();
-    let pairs: Vec<_> = (0..2).map(|_| tcp_pair(&lst, b"x")).collect();
-    let records: Vec<_> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, (c, _))| record(i as u64, c.local_addr().unwrap(), 0, 0))
-        .collect();
-    let fds: Vec<_> = pairs.iter().map(|(_, a)| a.as_fd()).collect();
-    master.conns(&records, &fds);
+    let _pairs = master.conns_of_fresh(2, b"x");
     assert_eq!(worker.recv().unwrap().unwrap().meta.seq, 0);
     runtime().block_on(async {
         let mut worker = AsyncWorker::new(worker).unwrap();
@@ -151,15 +143,7 @@ fn drain_then_shutdown_ends_recv_after_the_queued_connections() {
     runtime().block_on(async {
         let (master, worker) = joined();
         let mut worker = AsyncWorker::new(worker).unwrap();
-        let lst = listener();
-        let pairs: Vec<_> = (0..2).map(|_| tcp_pair(&lst, b"x")).collect();
-        let records: Vec<_> = pairs
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| record(i as u64, c.local_addr().unwrap(), 0, 0))
-            .collect();
-        let fds: Vec<_> = pairs.iter().map(|(_, a)| a.as_fd()).collect();
-        master.conns(&records, &fds);
+        let _pairs = master.conns_of_fresh(2, b"x");
         master.drain();
         let mut got = Vec::new();
         while let Some(conn) = timeout(TIMEOUT, worker.recv()).await.unwrap() {

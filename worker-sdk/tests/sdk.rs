@@ -220,15 +220,7 @@ fn proxy_header_bytes_are_skipped() {
 #[test]
 fn drain_then_shutdown_ends_incoming_after_the_queued_connections() {
     let (master, mut worker) = joined(&["l0"]);
-    let lst = listener();
-    let pairs: Vec<_> = (0..2).map(|_| tcp_pair(&lst, b"x")).collect();
-    let records: Vec<_> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, (c, _))| record(i as u64, c.local_addr().unwrap(), 0, 0))
-        .collect();
-    let fds: Vec<_> = pairs.iter().map(|(_, a)| a.as_fd()).collect();
-    master.conns(&records, &fds);
+    let _pairs = master.conns_of_fresh(2, b"x");
     master.drain();
     let got: Vec<_> = worker.incoming().map(|c| c.unwrap().meta.seq).collect();
     assert_eq!(got, [0, 1]);

@@ -74,6 +74,20 @@ impl Master {
         self.send(&buf, fds).unwrap();
     }
 
+    /// Sends `n` fresh loopback connections (seqs `0..n`, each client having written `first`)
+    /// in one CONNS; returns the (client, accepted) pairs, which the caller keeps open.
+    pub fn conns_of_fresh(&self, n: u64, first: &[u8]) -> Vec<(TcpStream, TcpStream)> {
+        let lst = listener();
+        let pairs: Vec<_> = (0..n).map(|_| tcp_pair(&lst, first)).collect();
+        let records: Vec<_> = (0..n)
+            .zip(&pairs)
+            .map(|(seq, (c, _))| record(seq, c.local_addr().unwrap(), 0, 0))
+            .collect();
+        let fds: Vec<_> = pairs.iter().map(|(_, a)| a.as_fd()).collect();
+        self.conns(&records, &fds);
+        pairs
+    }
+
     /// Sends DRAIN and shuts down the sending side.
     pub fn drain(&self) {
         let mut buf = Vec::new();

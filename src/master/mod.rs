@@ -363,16 +363,15 @@ impl Master {
             }
             self.route_new();
             busy = round >= 2;
-            // Once per round of completions, not once per completion.
-            self.measure_thread_queues();
-            self.update_accepting();
+            // Once per round of completions, not once per completion: the timers, then the
+            // thread workers' queues and the decision about accepting (in `fire_timers`).
+            self.fire_timers(Instant::now());
             for slot in &self.slots {
                 self.metrics.set_unacked(slot.id, slot.held as u64);
             }
             let threads = self.acceptors.as_ref().map_or(0, Acceptors::pending);
             self.metrics
                 .set_pending((self.front.pending() + threads) as u64);
-            self.fire_timers(Instant::now());
         }
         let threads = self.acceptors.as_ref().map_or(0, Acceptors::pending);
         if let Some(acceptors) = &mut self.acceptors {

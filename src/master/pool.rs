@@ -125,10 +125,8 @@ impl Slot {
             phase: Phase::Starting,
             pid: Some(worker.pid),
             pidfd: Some(worker.pidfd),
-            channel: Some(worker.channel),
-            eof: false,
             deaths,
-            ..Slot::empty(id, Kind::Process)
+            ..Slot::with_channel(id, Kind::Process, worker.channel)
         }
     }
 
@@ -137,10 +135,8 @@ impl Slot {
     pub fn attached(id: u32, channel: OwnedFd) -> Slot {
         Slot {
             phase: Phase::Live,
-            channel: Some(channel),
-            eof: false,
             welcome_due: true,
-            ..Slot::empty(id, Kind::Attached)
+            ..Slot::with_channel(id, Kind::Attached, channel)
         }
     }
 
@@ -153,7 +149,22 @@ impl Slot {
         }
     }
 
-    /// The slot `id` with nothing in it (an attached worker may fill it).
+    /// The slot `id` with a channel, and the buffers to receive and send on it.
+    fn with_channel(id: u32, kind: Kind, channel: OwnedFd) -> Slot {
+        Slot {
+            channel: Some(channel),
+            eof: false,
+            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
+            msg: Some(OutMsg::with_capacity(
+                wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN,
+                wire::MAX_CONNS,
+            )),
+            ..Slot::empty(id, kind)
+        }
+    }
+
+    /// The slot `id` with nothing in it (an attached worker may fill it), and no channel
+    /// buffers (a thread worker has no channel).
     pub fn empty(id: u32, kind: Kind) -> Slot {
         Slot {
             id,
@@ -164,12 +175,9 @@ impl Slot {
             channel: None,
             thread: None,
             eof: true,
-            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
+            inbox: None,
             sending: None,
-            msg: Some(OutMsg::with_capacity(
-                wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN,
-                wire::MAX_CONNS,
-            )),
+            msg: None,
             outbox: VecDeque::new(),
             unacked: VecDeque::new(),
             refusal: None,

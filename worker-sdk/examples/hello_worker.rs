@@ -28,6 +28,16 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use stickyd_worker::{Connection, Worker};
 
+/// Writes one line to stderr in a single write, so that lines of the master and the other
+/// workers sharing the same stderr never cut into it (`eprintln!` writes piece by piece).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("hello_worker: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 /// The token of the source of connections (the channel, or the listener); connections get
 /// 1, 2, ...
 const CHANNEL: Token = Token(0);
@@ -54,7 +64,7 @@ pub fn run() -> ExitCode {
     let standalone = match parse_args(std::env::args_os().skip(1)) {
         Ok(standalone) => standalone,
         Err(e) => {
-            eprintln!("hello_worker: {e}");
+            say!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -62,25 +72,25 @@ pub fn run() -> ExitCode {
         None => match Worker::from_env() {
             Ok(worker) => (worker.id(), Source::Channel(worker)),
             Err(e) => {
-                eprintln!("hello_worker: {e}");
+                say!("{e}");
                 return ExitCode::from(1);
             }
         },
         Some(Standalone { addr, id }) => match bind_reuseport(addr) {
             Ok(listener) => (id, Source::Listener(listener)),
             Err(e) => {
-                eprintln!("hello_worker: worker {id}: binding {addr}: {e}");
+                say!("worker {id}: binding {addr}: {e}");
                 return ExitCode::from(1);
             }
         },
     };
     match Server::new(source, id).and_then(Server::serve) {
         Ok(()) => {
-            eprintln!("hello_worker: worker {id} exiting");
+            say!("worker {id} exiting");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("hello_worker: worker {id}: {e}");
+            say!("worker {id}: {e}");
             ExitCode::from(1)
         }
     }
@@ -201,8 +211,8 @@ impl Server {
                     id,
                     listeners: worker.listeners().to_vec(),
                 };
-                eprintln!(
-                    "hello_worker: worker {} of {} started (pid {}, listeners: {})",
+                say!(
+                    "worker {} of {} started (pid {}, listeners: {})",
                     who.id,
                     worker.workers(),
                     std::process::id(),
@@ -213,8 +223,8 @@ impl Server {
             Source::Listener(listener) => {
                 poll.registry()
                     .register(listener, CHANNEL, Interest::READABLE)?;
-                eprintln!(
-                    "hello_worker: worker {id} listening on {} (pid {})",
+                say!(
+                    "worker {id} listening on {} (pid {})",
                     listener.local_addr()?,
                     std::process::id()
                 );
@@ -284,7 +294,7 @@ impl Server {
                 Err(e) => {
                     // EMFILE and the like: the client waits in the backlog until the next
                     // connection's readiness brings the loop back here.
-                    eprintln!("hello_worker: worker {}: accept: {e}", self.who.id);
+                    say!("worker {}: accept: {e}", self.who.id);
                     break;
                 }
             }
@@ -322,7 +332,7 @@ impl Server {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("hello_worker: worker {}: {e}", self.who.id);
+                    say!("worker {}: {e}", self.who.id);
                     errors += 1;
                     if errors >= MAX_CHANNEL_ERRORS {
                         return Err(io::Error::other("too many consecutive channel errors"));
@@ -341,8 +351,8 @@ impl Server {
 
     fn start_draining(&mut self) {
         self.draining = true;
-        eprintln!(
-            "hello_worker: worker {} draining ({} connections open)",
+        say!(
+            "worker {} draining ({} connections open)",
             self.who.id,
             self.clients.len()
         );

@@ -29,6 +29,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use stickyd_worker::{AsyncConnection, AsyncWorker};
 
+/// Writes one line to stderr in a single write, so that lines of the master and the other
+/// workers sharing the same stderr never cut into it (`eprintln!` writes piece by piece).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("hyper_worker: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 /// Largest `/bytes/<n>`.
 const MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Consecutive channel errors after which the worker gives up.
@@ -43,7 +53,7 @@ fn main() -> ExitCode {
     match runtime {
         Ok(runtime) => runtime.block_on(serve()),
         Err(e) => {
-            eprintln!("hyper_worker: starting the tokio runtime: {e}");
+            say!("starting the tokio runtime: {e}");
             ExitCode::FAILURE
         }
     }
@@ -54,14 +64,14 @@ async fn serve() -> ExitCode {
     let mut worker = match AsyncWorker::from_env() {
         Ok(worker) => worker,
         Err(e) => {
-            eprintln!("hyper_worker: {e}");
+            say!("{e}");
             return ExitCode::FAILURE;
         }
     };
     let id = worker.worker().id();
     let listeners: Arc<[String]> = worker.worker().listeners().into();
-    eprintln!(
-        "hyper_worker: worker {id} of {} started (pid {}, listeners: {})",
+    say!(
+        "worker {id} of {} started (pid {}, listeners: {})",
         worker.worker().workers(),
         std::process::id(),
         listeners.join(", ")
@@ -76,21 +86,21 @@ async fn serve() -> ExitCode {
                 spawn_connection(conn, id, &listeners, &graceful);
             }
             Err(e) => {
-                eprintln!("hyper_worker: worker {id}: {e}");
+                say!("worker {id}: {e}");
                 errors += 1;
                 if errors >= MAX_CHANNEL_ERRORS {
-                    eprintln!("hyper_worker: worker {id}: too many consecutive channel errors");
+                    say!("worker {id}: too many consecutive channel errors");
                     return ExitCode::FAILURE;
                 }
             }
         }
     }
-    eprintln!(
-        "hyper_worker: worker {id} draining ({} connections open)",
+    say!(
+        "worker {id} draining ({} connections open)",
         graceful.count()
     );
     graceful.shutdown().await;
-    eprintln!("hyper_worker: worker {id} exiting");
+    say!("worker {id} exiting");
     ExitCode::SUCCESS
 }
 

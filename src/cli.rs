@@ -21,7 +21,8 @@ use crate::config::values::{
 };
 use crate::config::{
     Backend, Config, DEFAULT_GRACE, DEFAULT_LISTEN, DEFAULT_MAX_PEEK, DEFAULT_PEEK_TIMEOUT,
-    FileError, FileSettings, ListenSpec, OnTimeout, RuleSettings, WorkerCommand,
+    DEFAULT_RESPAWN_HOLD, DEFAULT_START_TIMEOUT, FileError, FileSettings, ListenSpec, OnTimeout,
+    RuleSettings, WorkerCommand,
 };
 use crate::decide::KeyPlan;
 use crate::keys::{Cidr, KeyRule};
@@ -97,6 +98,16 @@ pub struct Cli {
     /// How long a shutdown waits for workers to drain before signalling them [default: 10s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub grace: Option<Duration>,
+
+    /// At start, nothing is routed until every worker said HELLO or this has passed; then the
+    /// ready ones serve [default: 10s]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
+    pub start_timeout: Option<Duration>,
+
+    /// A dead worker's keys wait this long for its replacement before they move to their next
+    /// worker; 0s moves them at once [default: 2s]
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub respawn_hold: Option<Duration>,
 
     /// Dispatcher threads, each accepting and peeking on its own ring over the same
     /// listeners; the master's loop is the first (1 to 64) [default: 1]
@@ -209,6 +220,14 @@ impl Cli {
             metrics: self.metrics.or(file.metrics),
             backend: self.backend.or(file.backend).unwrap_or_default(),
             grace: self.grace.or(file.grace).unwrap_or(DEFAULT_GRACE),
+            start_timeout: self
+                .start_timeout
+                .or(file.start_timeout)
+                .unwrap_or(DEFAULT_START_TIMEOUT),
+            respawn_hold: self
+                .respawn_hold
+                .or(file.respawn_hold)
+                .unwrap_or(DEFAULT_RESPAWN_HOLD),
             worker_command,
             threads: self.threads.or(file.threads).unwrap_or(1),
             attach: self.attach,

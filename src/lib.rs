@@ -31,6 +31,7 @@
 pub mod cli;
 pub mod config;
 pub mod decide;
+mod dispatch;
 pub mod keys;
 pub mod logging;
 mod master;

@@ -86,6 +86,10 @@ pub struct FileSettings {
     pub max_peek: Option<usize>,
     /// `grace`.
     pub grace: Option<Duration>,
+    /// `start-timeout`.
+    pub start_timeout: Option<Duration>,
+    /// `respawn-hold`.
+    pub respawn_hold: Option<Duration>,
     /// `metrics`.
     pub metrics: Option<SocketAddr>,
     /// `max-queue`.
@@ -237,6 +241,8 @@ struct RawFile {
     on_timeout: Option<Value>,
     max_peek: Option<Value>,
     grace: Option<Value>,
+    start_timeout: Option<Value>,
+    respawn_hold: Option<Value>,
     metrics: Option<Value>,
     max_queue: Option<Value>,
     backend: Option<Value>,
@@ -334,6 +340,12 @@ impl RawFile {
             on_timeout: doc.parse("on-timeout", self.on_timeout, values::parse_choice)?,
             max_peek: doc.parse("max-peek", self.max_peek, values::parse_max_peek)?,
             grace: doc.parse("grace", self.grace, values::parse_duration)?,
+            start_timeout: doc.parse(
+                "start-timeout",
+                self.start_timeout,
+                values::parse_positive_duration,
+            )?,
+            respawn_hold: doc.parse("respawn-hold", self.respawn_hold, values::parse_duration)?,
             metrics: doc.parse("metrics", self.metrics, values::parse_addr)?,
             max_queue: doc.parse("max-queue", self.max_queue, values::parse_max_queue)?,
             backend: doc.parse("backend", self.backend, values::parse_choice)?,

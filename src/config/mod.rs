@@ -47,6 +47,11 @@ pub struct Config {
     pub backend: Backend,
     /// How long a shutdown waits for draining workers before it signals them.
     pub grace: Duration,
+    /// How long the master waits at start for every worker to say `HELLO` before it serves
+    /// with those that did.
+    pub start_timeout: Duration,
+    /// How long a dead worker's keys wait for its replacement before they move.
+    pub respawn_hold: Duration,
     /// The worker program; `None` runs the built-in hello worker.
     pub worker_command: Option<WorkerCommand>,
     /// Dispatcher threads accepting and peeking, each with its own ring (1: the master's loop
@@ -102,6 +107,12 @@ pub const DEFAULT_MAX_PEEK: usize = 16 * 1024;
 
 /// The default time a shutdown waits for draining workers.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The default time the master waits at start for every worker.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default time a dead worker's keys wait for its replacement.
+pub const DEFAULT_RESPAWN_HOLD: Duration = Duration::from_secs(2);
 
 /// The default most connections a worker holds unacknowledged.
 pub const DEFAULT_MAX_QUEUE: u32 = 1024;
@@ -202,6 +213,8 @@ mod tests {
             metrics: None,
             backend: Backend::Auto,
             grace: DEFAULT_GRACE,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            respawn_hold: DEFAULT_RESPAWN_HOLD,
             worker_command: None,
             threads: 1,
             attach: None,

@@ -22,8 +22,8 @@ use crossbeam_channel::{Receiver, Sender};
 use log::{debug, error};
 use stickyd_ring::{BackendKind, Outcome, Ring, sys};
 
+use super::Handoff;
 use super::front::{Front, Listener};
-use super::pool::Handoff;
 use super::token::Token;
 use super::{Error, RING_ENTRIES, batch_wait};
 use crate::metrics::Metrics;

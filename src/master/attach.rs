@@ -6,14 +6,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use slab::Slab;
 use stickyd_ring::{InMsg, OpId, sys};
-use stickyd_worker::wire::{self, ANY_WORKER, Message};
+use stickyd_worker::wire::{self, Message};
 
-use super::pool::{Kind, Phase, Slot};
 use super::token::Token;
-use super::{ACCEPT_BACKOFF, Error, Master, arm_recv, setup};
+use super::workers::{WorkerIo, arm_recv};
+use super::{ACCEPT_BACKOFF, Error, Master, setup};
 use crate::config::Config;
 
 /// How long a peer that connected has to say `HELLO`.
@@ -25,7 +25,7 @@ const ATTACH_BACKLOG: i32 = 64;
 
 /// How long a successor of an upgrade waits for its predecessor's attached workers to
 /// re-attach, beyond the predecessor's grace period, before it serves with the workers it has.
-const REATTACH_SLACK: Duration = Duration::from_secs(5);
+pub(super) const REATTACH_SLACK: Duration = Duration::from_secs(5);
 
 /// The attach socket and its accept.
 #[derive(Debug)]
@@ -41,9 +41,6 @@ pub(super) struct AttachPoint {
     waiting: Slab<Attaching>,
     /// A successor took the socket over: its path is the successor's now.
     pub(super) handed_over: bool,
-    /// As an upgrade's successor with attached workers only: accept nothing until every slot
-    /// has re-attached, or until then, so that no key goes to another worker meanwhile.
-    hold_until: Option<Instant>,
 }
 
 /// A peer that connected and has not said `HELLO` yet.
@@ -97,7 +94,6 @@ impl AttachPoint {
             uids: config.attach_uids.clone(),
             waiting: Slab::new(),
             handed_over: false,
-            hold_until: None,
         }))
     }
 
@@ -115,55 +111,15 @@ impl AttachPoint {
             .filter(|(_, a)| !a.timed_out)
             .map(|(_, a)| a.since + HELLO_TIMEOUT)
             .min();
-        self.rearm_at
-            .into_iter()
-            .chain(hello)
-            .chain(self.hold_until)
-            .min()
+        self.rearm_at.into_iter().chain(hello).min()
     }
 }
 
 impl Master {
-    /// As an upgrade's successor whose workers all attach: holds accepting until they have
-    /// re-attached (they drain from the predecessor first), at most for its grace period and
-    /// some slack.
-    pub(super) fn hold_for_reattach(&mut self) {
-        let attached_only = self.slots.iter().all(|s| s.kind == Kind::Attached);
-        if let Some(point) = &mut self.attach {
-            if attached_only && self.upgrade.is_successor() {
-                point.hold_until = Some(Instant::now() + self.config.grace + REATTACH_SLACK);
-            }
-        }
-    }
-
-    /// Whether a successor still waits for its workers to re-attach (see
-    /// [`hold_for_reattach`](Self::hold_for_reattach)).
-    pub(super) fn held_for_reattach(&mut self, now: Option<Instant>) -> bool {
-        let full = self.slots.iter().all(|s| s.phase == Phase::Live);
-        let Some(point) = &mut self.attach else {
-            return false;
-        };
-        let Some(until) = point.hold_until else {
-            return false;
-        };
-        let expired = now.is_some_and(|now| now >= until);
-        if full || expired {
-            point.hold_until = None;
-            if expired && !full {
-                warn!(
-                    "upgrade: not every worker re-attached within {:?}: serving with those that did",
-                    self.config.grace + REATTACH_SLACK
-                );
-            }
-            return false;
-        }
-        true
-    }
-
     /// Keeps the attach socket's accept armed (outside a shutdown), and closes peers that did
     /// not say `HELLO` in time.
     pub(super) fn tend_attach(&mut self, now: Option<Instant>) {
-        let shutting_down = self.shutdown.is_some();
+        let shutting_down = self.core.shutting_down();
         let Some(point) = &mut self.attach else {
             return;
         };
@@ -212,7 +168,7 @@ impl Master {
 
     /// A peer connected to the attach socket: note its credentials, wait for its `HELLO`.
     pub(super) fn on_attach_accept(&mut self, fd: io::Result<OwnedFd>, more: bool) {
-        let closing = self.shutdown.is_some();
+        let closing = self.core.shutting_down();
         let Some(point) = &mut self.attach else {
             return;
         };
@@ -309,20 +265,16 @@ impl Master {
                  allows others)",
                 peer.uid
             ))
-        } else if self.shutdown.is_some() {
-            Err("stickyd is shutting down".to_owned())
         } else {
-            self.free_slot(hello.worker_id)
+            self.core.free_slot(hello.worker_id)
         };
         match verdict {
             Ok(w) => {
-                let mut slot = Slot::attached(w, peer.channel);
-                arm_recv(&mut self.ring, &mut slot);
-                self.slots[w as usize] = slot;
+                let mut io = WorkerIo::channel(peer.channel);
+                arm_recv(&mut self.ring, w, &mut io);
+                self.io[w as usize] = io;
                 debug!("worker {w} attached (uid {})", peer.uid);
-                info!("worker {w} ready (pid {})", hello.pid);
-                self.note_hello(w);
-                self.update_live();
+                self.core.attached(w, hello.pid);
             }
             Err(reason) => {
                 warn!(
@@ -336,27 +288,6 @@ impl Master {
                 }
                 // Closing now: the peer reads REFUSED, then end of file.
             }
-        }
-    }
-
-    /// The slot an attaching worker asking for `wanted` gets: that one if it is free, or with
-    /// [`ANY_WORKER`] the lowest free one.
-    fn free_slot(&self, wanted: u32) -> Result<u32, String> {
-        let workers = self.config.workers;
-        if wanted == ANY_WORKER {
-            return self
-                .slots
-                .iter()
-                .find(|s| s.vacant())
-                .map(|s| s.id)
-                .ok_or_else(|| format!("all {workers} worker slots are taken"));
-        }
-        match self.slots.get(wanted as usize) {
-            None => Err(format!(
-                "worker id {wanted} is out of range: this stickyd has slots 0..{workers}"
-            )),
-            Some(slot) if !slot.vacant() => Err(format!("worker slot {wanted} is taken")),
-            Some(_) => Ok(wanted),
         }
     }
 

@@ -14,8 +14,8 @@ use log::{debug, warn};
 use stickyd_ring::{OpId, Ring, sys};
 use stickyd_worker::wire::ConnRecord;
 
+use super::Handoff;
 use super::conns::Conns;
-use super::pool::Handoff;
 use super::token::Token;
 use super::{ACCEPT_BACKOFF, now_ns};
 use crate::keys::{Key, fold_addr};
@@ -498,7 +498,7 @@ fn handoff(
     proxy_len: u16,
 ) -> Handoff {
     Handoff {
-        fd,
+        conn: fd,
         rec: ConnRecord {
             seq: 0,
             key_hash,

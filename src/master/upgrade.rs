@@ -212,7 +212,7 @@ impl Master {
 
     /// SIGUSR2: starts the successor, unless an upgrade or a shutdown is under way.
     pub(super) fn on_upgrade_signal(&mut self) {
-        if self.shutdown.is_some() {
+        if self.core.shutting_down() {
             warn!("SIGUSR2 during a shutdown: ignored");
             return;
         }

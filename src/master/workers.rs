@@ -1,0 +1,363 @@
+//! The I/O half of the worker slots: each slot's channel, its buffers, its process and its
+//! thread queue; carrying out what the core decided ([`Action`]s, the channels' next messages,
+//! the thread queues' next connections) and telling the core what the kernel said.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{SendError, Sender};
+use log::{debug, warn};
+use stickyd_ring::{InMsg, OutMsg, Ring, sys};
+use stickyd_worker::wire::{self, Message, Welcome};
+
+use super::spawn::{self, Spawned};
+use super::token::Token;
+use super::{Error, Master, now_ns, setup};
+use crate::dispatch::{Action, FailureKind, Handoff, Outgoing, SendFailure, Signal, ThreadStep};
+use crate::threads::Delivery;
+
+/// What the master holds of a worker slot besides the core's view: the handles.
+#[derive(Debug, Default)]
+pub(super) struct WorkerIo {
+    /// The worker's process, until it has been reaped.
+    pub pid: Option<u32>,
+    pub pidfd: Option<OwnedFd>,
+    /// The master's end of the channel, until the core retires it.
+    pub channel: Option<OwnedFd>,
+    /// The receive buffer, when no receive is in flight.
+    pub inbox: Option<InMsg>,
+    /// The message sent next, reused for every send (taken while one is in flight).
+    pub msg: Option<OutMsg>,
+    /// An in-process worker's queue, until it is drained (dropped) or its thread has gone.
+    pub thread: Option<Sender<Delivery>>,
+}
+
+impl WorkerIo {
+    /// A freshly started worker process.
+    fn process(worker: Spawned) -> WorkerIo {
+        WorkerIo {
+            pid: Some(worker.pid),
+            pidfd: Some(worker.pidfd),
+            ..WorkerIo::channel(worker.channel)
+        }
+    }
+
+    /// A channel, and the buffers to receive and send on it (only slots with a channel have
+    /// them).
+    pub fn channel(channel: OwnedFd) -> WorkerIo {
+        WorkerIo {
+            channel: Some(channel),
+            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
+            msg: Some(OutMsg::with_capacity(
+                wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN,
+                wire::MAX_CONNS,
+            )),
+            ..WorkerIo::default()
+        }
+    }
+
+    /// A thread worker's queue.
+    pub fn thread(queue: Sender<Delivery>) -> WorkerIo {
+        WorkerIo {
+            thread: Some(queue),
+            ..WorkerIo::default()
+        }
+    }
+}
+
+impl Master {
+    /// Carries out what the core decided. Before the loop runs, a worker that cannot be
+    /// started is fatal; after, the core retries it with a back-off.
+    pub(super) fn act(&mut self) -> Result<(), Error> {
+        while let Some(action) = self.core.poll_action() {
+            match action {
+                Action::Spawn(w) => self.start_worker(w)?,
+                Action::End(w, signal) => self.end_worker(w, signal),
+                Action::Release(w, fd, rec) => {
+                    self.metrics.dispatched(w, rec.listener);
+                    let waited = now_ns().saturating_sub(rec.accepted_ns);
+                    self.metrics.handoff(Duration::from_nanos(waited));
+                    self.ring.close(fd, Token::Housekeeping.encode());
+                }
+                Action::Drop(fd) => {
+                    self.ring.close(fd, Token::Housekeeping.encode());
+                }
+                Action::ShutWrite(w) => {
+                    if let Some(channel) = &self.io[w as usize].channel {
+                        if let Err(e) = sys::shutdown_write(channel.as_fd()) {
+                            debug!("worker {w}: shutting the channel's sending side failed: {e}");
+                        }
+                    }
+                }
+                Action::Retire(w) => {
+                    let io = &mut self.io[w as usize];
+                    io.channel = None;
+                    io.inbox = None;
+                    io.msg = None;
+                }
+                Action::Live(w) => self.note_hello(w),
+                Action::Abandon => {
+                    let threads = self.threads_pending();
+                    if let Some(acceptors) = &mut self.acceptors {
+                        acceptors.abandon();
+                    }
+                    let front = self.front.abandon(&mut self.ring);
+                    if front + threads > 0 {
+                        warn!(
+                            "{} connections still being peeked at when the grace period ended: \
+                             closed",
+                            front + threads
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_worker(&mut self, w: u32) -> Result<(), Error> {
+        match spawn::spawn(w, self.config.worker_command.as_ref()) {
+            Ok(worker) => {
+                let pid = worker.pid;
+                debug!("worker {w} started (pid {pid})");
+                let mut io = WorkerIo::process(worker);
+                arm_exit(&mut self.ring, w, &io);
+                arm_recv(&mut self.ring, w, &mut io);
+                self.io[w as usize] = io;
+                self.core.spawned(w, pid, Instant::now());
+            }
+            Err(e) if !self.running => {
+                return Err(setup(format!(
+                    "cannot start worker {w} ({})",
+                    self.worker_label()
+                ))(e));
+            }
+            Err(e) => self.core.spawn_failed(w, &e.to_string(), Instant::now()),
+        }
+        Ok(())
+    }
+
+    /// Ends a slot's worker: a process gets the signal; an attached worker, which is not ours
+    /// to signal, has its channel shut in both directions (it reads end of file, and so do we).
+    fn end_worker(&mut self, w: u32, signal: Signal) {
+        let io = &self.io[w as usize];
+        let sig = match signal {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        };
+        if let Some(pid) = io.pid {
+            if let Err(e) = sys::kill(pid, sig) {
+                warn!("worker {w} (pid {pid}): kill failed: {e}");
+            }
+        } else if let Some(channel) = &io.channel {
+            if let Err(e) = sys::shutdown_both(channel.as_fd()) {
+                debug!("worker {w}: {e}");
+            }
+        }
+    }
+
+    /// Starts a send on every idle channel that has something to say, and feeds the thread
+    /// workers' queues.
+    pub(super) fn flush(&mut self) -> Result<(), Error> {
+        // Nothing more can reach a worker once no accept is armed, no connection is being
+        // peeked at and none waits in the master: only then may DRAIN go out. A dispatcher
+        // thread says it is idle only after passing on its last connection: read that first,
+        // then take what it passed.
+        let threads_idle = self.acceptors.as_ref().is_none_or(|a| a.idle());
+        self.route_new();
+        let routing_done = self.core.routing_done(threads_idle && self.front.idle());
+        self.feed_threads(routing_done);
+        let now = Instant::now();
+        for w in 0..self.core.workers() {
+            let io = &mut self.io[w as usize];
+            let Some(channel) = &io.channel else {
+                continue;
+            };
+            if io.msg.is_none() {
+                continue;
+            }
+            let Some(out) = self.core.next_send(w, routing_done, now) else {
+                continue;
+            };
+            // The slot's message is here whenever no send is in flight: reused, never
+            // reallocated, so a hand-off costs no allocation.
+            let Some(mut msg) = io.msg.take() else {
+                continue;
+            };
+            let data = msg.data_mut();
+            data.clear();
+            match out {
+                Outgoing::Refused(reason) => {
+                    wire::encode_refused(reason, data);
+                    msg.set_fds(std::iter::empty());
+                }
+                Outgoing::Welcome => {
+                    let welcome = Welcome {
+                        worker_id: w,
+                        workers: self.config.workers,
+                        listeners: self
+                            .front
+                            .listeners
+                            .iter()
+                            .map(|l| l.name.clone())
+                            .collect(),
+                    };
+                    wire::encode_welcome(&welcome, data);
+                    msg.set_fds(std::iter::empty());
+                }
+                Outgoing::Conns(batch) => {
+                    self.records.clear();
+                    self.records.extend(batch.iter().map(|h| h.rec));
+                    wire::encode_conns(&self.records, data);
+                    msg.set_fds(batch.iter().map(|h| h.conn.as_fd()));
+                }
+                Outgoing::Drain => {
+                    wire::encode_drain(data);
+                    msg.set_fds(std::iter::empty());
+                }
+            }
+            self.ring
+                .send_msg(channel.as_fd(), msg, Token::ChannelSend(w).encode());
+        }
+        self.core.flushed(routing_done, now);
+        self.act()
+    }
+
+    /// Moves the connections routed to thread workers into their queues; drains (closes) the
+    /// queues of thread workers due to drain.
+    fn feed_threads(&mut self, routing_done: bool) {
+        if !self.in_process {
+            return;
+        }
+        // A thread found gone sends its connections back to routing, possibly to a slot fed
+        // earlier in this pass: go round again until no thread is lost.
+        let mut lost = true;
+        while lost {
+            lost = false;
+            for w in 0..self.core.workers() {
+                let now = now_ns();
+                while let Some(queue) = self.io[w as usize].thread.as_ref() {
+                    match self.core.next_for_thread(w, routing_done) {
+                        ThreadStep::Deliver(h) => {
+                            let exclude = h.exclude;
+                            match queue.send((h.rec, h.conn)) {
+                                Ok(()) => {
+                                    self.metrics.dispatched(w, h.rec.listener);
+                                    let waited = now.saturating_sub(h.rec.accepted_ns);
+                                    self.metrics.handoff(Duration::from_nanos(waited));
+                                }
+                                // The thread has gone (its worker was dropped): nothing
+                                // reached it.
+                                Err(SendError((rec, conn))) => {
+                                    self.io[w as usize].thread = None;
+                                    let h = Handoff { conn, rec, exclude };
+                                    self.core.thread_lost(w, h);
+                                    lost = true;
+                                }
+                            }
+                        }
+                        ThreadStep::Drain => self.io[w as usize].thread = None,
+                        ThreadStep::Idle => break,
+                    }
+                }
+                if let Some(queue) = &self.io[w as usize].thread {
+                    self.core.thread_queued(w, queue.len());
+                }
+            }
+        }
+    }
+
+    /// Thread workers take connections from their queues without the ring hearing of it:
+    /// their bound counts what is still queued.
+    pub(super) fn measure_thread_queues(&mut self) {
+        for (w, io) in (0..).zip(&self.io) {
+            if let Some(queue) = &io.thread {
+                self.core.thread_queued(w, queue.len());
+            }
+        }
+    }
+
+    pub(super) fn on_channel_sent(&mut self, w: u32, msg: OutMsg, result: io::Result<usize>) {
+        self.io[w as usize].msg = Some(msg);
+        let result = result.map(drop).map_err(|e| SendFailure {
+            kind: match e.raw_os_error() {
+                Some(libc::ENOBUFS | libc::ENOMEM | libc::ETOOMANYREFS | libc::EAGAIN) => {
+                    FailureKind::Transient
+                }
+                Some(libc::EPIPE | libc::ECONNRESET) => FailureKind::PeerGone,
+                _ => FailureKind::Broken,
+            },
+            error: e.to_string(),
+        });
+        self.core.sent(w, result, Instant::now());
+    }
+
+    pub(super) fn on_channel_recv(&mut self, w: u32, mut msg: InMsg, result: io::Result<usize>) {
+        let now = Instant::now();
+        match result {
+            Ok(0) => self.core.channel_ended(w, now),
+            Ok(_) if msg.truncated() => self.core.violation(w, "sent an oversized message"),
+            Ok(_) => match wire::decode(msg.data()) {
+                Ok(Message::Hello(hello)) => self.core.hello(w, hello.worker_id, hello.pid),
+                Ok(Message::Ack(seqs)) => self.core.ack(w, seqs),
+                Ok(other) => self
+                    .core
+                    .violation(w, &format!("sent a master's message: {other:?}")),
+                Err(e) => self
+                    .core
+                    .violation(w, &format!("sent a malformed message: {e}")),
+            },
+            // The worker has gone; what it sent before is still queued: read to the end.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) => {}
+            Err(e) => self.core.channel_failed(w, &e.to_string(), now),
+        }
+        let io = &mut self.io[w as usize];
+        msg.reset();
+        io.inbox = Some(msg);
+        if self.core.reading(w) {
+            arm_recv(&mut self.ring, w, io);
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, w: u32, result: io::Result<u32>) {
+        if let Err(e) = result {
+            warn!("worker {w}: waiting for its exit failed: {e}");
+        }
+        let io = &mut self.io[w as usize];
+        let Some(pid) = io.pid else {
+            return;
+        };
+        let now = Instant::now();
+        match sys::try_wait(pid) {
+            Ok(Some(status)) => {
+                let status = ExitStatus::from_raw(status);
+                io.pid = None;
+                io.pidfd = None;
+                self.core
+                    .exited(w, &status.to_string(), status.success(), now);
+            }
+            Ok(None) => arm_exit(&mut self.ring, w, io),
+            Err(e) => {
+                warn!("worker {w} (pid {pid}): waitpid failed: {e}");
+                io.pid = None;
+                io.pidfd = None;
+                self.core.lost(w, now);
+            }
+        }
+    }
+}
+
+pub(super) fn arm_recv(ring: &mut Ring, w: u32, io: &mut WorkerIo) {
+    if let (Some(channel), Some(inbox)) = (&io.channel, io.inbox.take()) {
+        ring.recv_msg(channel.as_fd(), inbox, Token::ChannelRecv(w).encode());
+    }
+}
+
+fn arm_exit(ring: &mut Ring, w: u32, io: &WorkerIo) {
+    if let Some(pidfd) = &io.pidfd {
+        ring.poll(pidfd.as_fd(), libc::POLLIN as u32, Token::Exit(w).encode());
+    }
+}

@@ -25,7 +25,12 @@ struct Attached(Child);
 
 impl Attached {
     fn start(path: &Path, id: Option<u32>, uid: Option<u32>) -> Attached {
-        let mut cmd = attach_command(path, id, uid);
+        Attached::start_program(&hello_worker_bin(), path, id, uid)
+    }
+
+    /// Starts `program` (a hello worker) attaching to `path`.
+    fn start_program(program: &Path, path: &Path, id: Option<u32>, uid: Option<u32>) -> Attached {
+        let mut cmd = attach_command(program, path, id, uid);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         Attached(cmd.spawn().expect("start hello_worker"))
     }
@@ -54,8 +59,8 @@ impl Drop for Attached {
     }
 }
 
-fn attach_command(path: &Path, id: Option<u32>, uid: Option<u32>) -> Command {
-    let mut cmd = Command::new(hello_worker_bin());
+fn attach_command(program: &Path, path: &Path, id: Option<u32>, uid: Option<u32>) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env("STICKYD_ATTACH", path)
         .env_remove("STICKYD_FD")
         .env_remove("STICKYD_WORKER_ID")
@@ -64,18 +69,90 @@ fn attach_command(path: &Path, id: Option<u32>, uid: Option<u32>) -> Command {
         cmd.env("STICKYD_WORKER_ID", id.to_string());
     }
     if let Some(uid) = uid {
-        cmd.uid(uid).gid(uid);
+        // And a working directory that uid may enter (the test's own may not be).
+        cmd.uid(uid).gid(uid).current_dir("/");
     }
     cmd
 }
 
 /// Runs an attaching hello worker that is expected to be refused; returns its output.
 fn attach_refused(path: &Path, id: Option<u32>, uid: Option<u32>) -> Output {
-    let out = attach_command(path, id, uid)
+    attach_refused_program(&hello_worker_bin(), path, id, uid)
+}
+
+fn attach_refused_program(
+    program: &Path,
+    path: &Path,
+    id: Option<u32>,
+    uid: Option<u32>,
+) -> Output {
+    let out = attach_command(program, path, id, uid)
         .output()
-        .expect("run hello_worker");
+        .unwrap_or_else(|e| panic!("run {}: {e}", program.display()));
     assert!(!out.status.success(), "the worker was not refused");
     out
+}
+
+/// A directory that another uid can enter (its own mode 0755, and every directory above it
+/// searchable by others), holding a copy of the hello worker (mode 0755) that such a uid can
+/// run, and room for the attach sockets. The checkout, and so `target/`, may sit where another
+/// uid cannot go (a home directory of mode 0700, a `mktemp -d` directory), and so may
+/// `TMPDIR`. Removed on drop.
+struct Reachable {
+    dir: PathBuf,
+    worker: PathBuf,
+}
+
+impl Reachable {
+    /// In the first of the temporary directory and `/tmp` that others can reach; `Err` says
+    /// why neither will do.
+    fn new(tag: &str) -> Result<Reachable, String> {
+        let candidates = [std::env::temp_dir(), PathBuf::from("/tmp")];
+        let base = candidates
+            .iter()
+            .find(|dir| searchable_by_others(dir))
+            .ok_or_else(|| {
+                format!(
+                    "none of {candidates:?} can be entered by another uid (each directory on \
+                     the way must have the o+x bit)"
+                )
+            })?;
+        let dir = base.join(format!("stickyd-attach-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        // Set by hand: the umask may be stricter.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+        let reachable = Reachable {
+            worker: dir.join("hello_worker"),
+            dir,
+        };
+        std::fs::copy(hello_worker_bin(), &reachable.worker)
+            .map_err(|e| format!("copy the hello worker: {e}"))?;
+        std::fs::set_permissions(&reachable.worker, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", reachable.worker.display()))?;
+        Ok(reachable)
+    }
+
+    /// A socket path in the directory.
+    fn socket(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.sock"))
+    }
+}
+
+impl Drop for Reachable {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Whether a uid that owns none of them (and is in none of their groups) may search `dir` and
+/// every directory above it.
+fn searchable_by_others(dir: &Path) -> bool {
+    dir.is_absolute()
+        && dir.ancestors().all(|d| {
+            std::fs::metadata(d).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+        })
 }
 
 fn euid() -> u32 {
@@ -188,16 +265,23 @@ fn another_uid_is_refused_unless_allowed() {
         );
         return;
     }
-    let path = socket_path("uid");
+    // The other uid runs a copy of the worker, from a directory it can enter, where the
+    // sockets are too: wherever the checkout is, only the socket's own mode and the master's
+    // uid check keep it out.
+    let reachable = Reachable::new("uid").unwrap_or_else(|why| {
+        panic!("cannot run workers as uid {OTHER_UID}: {why}");
+    });
+    let worker = reachable.worker.as_path();
+    let path = reachable.socket("uid");
     let s = start(&path, &[]);
     s.wait_log("started 2 workers", TIMEOUT);
     // The socket is 0600: the filesystem already keeps another uid out.
-    let out = attach_refused(&path, None, Some(OTHER_UID));
+    let out = attach_refused_program(worker, &path, None, Some(OTHER_UID));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot attach"), "{stderr}");
     // Opened up by hand, the master itself refuses it, by its SO_PEERCRED uid.
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
-    let out = attach_refused(&path, None, Some(OTHER_UID));
+    let out = attach_refused_program(worker, &path, None, Some(OTHER_UID));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("uid {OTHER_UID} may not attach")),
@@ -210,13 +294,13 @@ fn another_uid_is_refused_unless_allowed() {
     drop(s);
 
     // With --attach-uid, the socket is reachable and that uid is welcome.
-    let path = socket_path("uid-allowed");
+    let path = reachable.socket("uid-allowed");
     let uid = OTHER_UID.to_string();
     let s = start(&path, &["--attach-uid", &uid]);
     s.wait_log("started 2 workers", TIMEOUT);
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o666);
-    let _w = Attached::start(&path, None, Some(OTHER_UID));
+    let _w = Attached::start_program(worker, &path, None, Some(OTHER_UID));
     s.wait_ready(1);
     assert!(user(&s, "anyone") < 2);
 }
@@ -242,7 +326,7 @@ fn spawned_workers_and_attached_ones_share_the_slots() {
     let out = attach_refused(&path, None, None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("all 2 worker slots are taken"), "{stderr}");
-    let mut status = Attached(attach_command(&path, None, None).spawn().unwrap());
+    let mut status = Attached(attach_command(&bin, &path, None, None).spawn().unwrap());
     assert!(!status.wait_exit().success());
 }
 

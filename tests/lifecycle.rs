@@ -27,11 +27,6 @@ fn send_session(s: &Stickyd, session: &str) -> TcpStream {
     c
 }
 
-fn ready_count(s: &Stickyd, id: u32) -> usize {
-    let needle = format!("worker {id} ready (pid ");
-    s.log().iter().filter(|l| l.contains(&needle)).count()
-}
-
 /// Waits until the master holds `n` unacknowledged connections for `worker`.
 fn wait_unacked(metrics: SocketAddr, worker: u32, n: u64) {
     let name = format!("stickyd_unacked_connections{{worker=\"{worker}\"}}");
@@ -57,6 +52,7 @@ fn a_killed_worker_comes_back_and_only_its_keys_move_meanwhile() {
     let pid = s.worker_pid(victim);
     signal(pid, libc::SIGKILL);
     // Every request is served, and no healthy key moves, whether the victim is back yet or not.
+    // (Its own keys wait up to --respawn-hold for its replacement, then move until it is back.)
     for &ip in &sources {
         let r = get(s.addr(), Some(ip), "/", &[]);
         assert_eq!(r.status, 200);
@@ -70,7 +66,7 @@ fn a_killed_worker_comes_back_and_only_its_keys_move_meanwhile() {
     }
     // It comes back, and so do its keys.
     assert!(
-        eventually(TIMEOUT, || ready_count(&s, victim) >= 2),
+        eventually(TIMEOUT, || s.ready_count(victim) >= 2),
         "worker {victim} was not restarted; log: {:#?}",
         s.log()
     );
@@ -80,21 +76,22 @@ fn a_killed_worker_comes_back_and_only_its_keys_move_meanwhile() {
     }
 }
 
-#[test]
-fn connections_queued_at_a_stopped_worker_that_dies_are_served_by_another() {
-    let s = Stickyd::start_ready(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "2",
-            "--key",
-            "header:x-session",
-            "--metrics",
-            "127.0.0.1:0",
-        ],
-        2,
-    );
+/// Six connections handed to a SIGSTOPped worker (never acknowledged), then the worker is
+/// SIGKILLed: the master dispatches the six again. Returns the master, the killed pid and the
+/// six responses.
+fn six_queued_at_a_stopped_worker_that_dies(extra: &[&str]) -> (Stickyd, u32, Vec<Response>) {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--key",
+        "header:x-session",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let s = Stickyd::start_ready(&args, 2);
     let metrics = s.metrics_addr();
     let victim = 1;
     let session = session_for(victim, 2);
@@ -113,12 +110,40 @@ fn connections_queued_at_a_stopped_worker_that_dies_are_served_by_another() {
     );
     clients[0].set_read_timeout(Some(TIMEOUT)).unwrap();
     signal(pid, libc::SIGKILL);
-    for c in &mut clients {
-        let r = read_response(c);
-        assert_eq!(r.status, 200);
-        assert_ne!(r.worker(), victim);
-    }
+    let responses: Vec<Response> = clients.iter_mut().map(read_response).collect();
     s.wait_log("left 6 connections unacknowledged", TIMEOUT);
+    (s, pid, responses)
+}
+
+#[test]
+fn connections_queued_at_a_stopped_worker_that_dies_wait_for_its_replacement() {
+    // The default --respawn-hold (2s): the key waits for the same slot's next process.
+    let (s, pid, responses) = six_queued_at_a_stopped_worker_that_dies(&[]);
+    let victim = 1;
+    for r in &responses {
+        assert_eq!(r.status, 200);
+        assert_eq!(r.worker(), victim, "served by another worker: {r:?}");
+    }
+    assert!(
+        eventually(TIMEOUT, || s.ready_count(victim) >= 2),
+        "worker {victim} was not restarted; log: {:#?}",
+        s.log()
+    );
+    assert_ne!(
+        s.worker_pid(victim),
+        pid,
+        "worker {victim} has no new process"
+    );
+}
+
+#[test]
+fn connections_queued_at_a_stopped_worker_that_dies_go_to_another_without_a_hold() {
+    let (_s, _, responses) = six_queued_at_a_stopped_worker_that_dies(&["--respawn-hold", "0s"]);
+    let victim = 1;
+    for r in &responses {
+        assert_eq!(r.status, 200);
+        assert_ne!(r.worker(), victim, "waited for the replacement: {r:?}");
+    }
 }
 
 #[test]
@@ -208,7 +233,13 @@ fn with_every_worker_down_clients_wait_and_are_served_when_one_is_back() {
     let started = Instant::now();
     let r = get(s.addr(), Some(lo(3)), "/", &[]);
     assert_eq!(r.status, 200);
-    assert!(ready_count(&s, 0) + ready_count(&s, 1) >= 3);
+    // Served by a replacement, whose ready line the log (read by another thread) may not
+    // show yet.
+    assert!(
+        eventually(TIMEOUT, || s.ready_count(0) + s.ready_count(1) >= 3),
+        "served, but no worker restarted; log: {:#?}",
+        s.log()
+    );
     let (_, body) = scrape(metrics, "/metrics");
     assert!(
         metric_sum(&body, "stickyd_accept_pauses_total") >= 1.0,

@@ -238,6 +238,13 @@ impl Stickyd {
         }
     }
 
+    /// How many `worker ID ready (pid P)` lines the log has: 1 for the first process in slot
+    /// `id`, one more for each replacement that said `HELLO`.
+    pub fn ready_count(&self, id: u32) -> usize {
+        let needle = format!("worker {id} ready (pid ");
+        self.log().iter().filter(|l| l.contains(&needle)).count()
+    }
+
     /// The pid of the worker in slot `id`, from the last `worker N ready (pid P)` line.
     pub fn worker_pid(&self, id: u32) -> u32 {
         let prefix = format!("worker {id} ready (pid ");
@@ -310,6 +317,12 @@ pub fn with_test_backend(args: &[&str]) -> Vec<String> {
 /// The worker a key goes to when `workers` workers are all live.
 pub fn owner(key: stickyd::keys::Key<'_>, workers: u32) -> u32 {
     stickyd::route::pick(stickyd::route::key_hash(key), 0..workers).expect("a worker")
+}
+
+/// The worker a key goes to when only `workers` are live: its first rendezvous choice among
+/// them (its next choice while its own worker is away).
+pub fn owner_among(key: stickyd::keys::Key<'_>, workers: impl IntoIterator<Item = u32>) -> u32 {
+    stickyd::route::pick(stickyd::route::key_hash(key), workers).expect("a worker")
 }
 
 /// Sends `sig` to `pid`.

@@ -21,8 +21,8 @@ use crate::config::values::{
 };
 use crate::config::{
     Backend, Config, DEFAULT_GRACE, DEFAULT_LISTEN, DEFAULT_MAX_PEEK, DEFAULT_PEEK_TIMEOUT,
-    DEFAULT_RESPAWN_HOLD, DEFAULT_START_TIMEOUT, FileError, FileSettings, ListenSpec, OnTimeout,
-    RuleSettings, WorkerCommand,
+    DEFAULT_RESPAWN_HOLD, DEFAULT_START_TIMEOUT, FileError, FileSettings, Ipc, ListenSpec,
+    OnTimeout, RuleSettings, WorkerCommand,
 };
 use crate::decide::KeyPlan;
 use crate::keys::{Cidr, KeyRule};
@@ -108,6 +108,11 @@ pub struct Cli {
     /// worker; 0s moves them at once [default: 2s]
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub respawn_hold: Option<Duration>,
+
+    /// The protocol spoken to the workers stickyd starts: its own, or Node's IPC channel (Node
+    /// programs using the `stickyd` npm package, as cluster workers) [default: native]
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub ipc: Option<Ipc>,
 
     /// Dispatcher threads, each accepting and peeking on its own ring over the same
     /// listeners; the master's loop is the first (1 to 64) [default: 1]
@@ -197,6 +202,14 @@ impl Cli {
                 args: args.to_vec(),
             })
             .or(file.worker_command);
+        let ipc = self.ipc.or(file.ipc).unwrap_or_default();
+        if ipc == Ipc::Node && worker_command.is_none() {
+            return Err(CliError::Flag(
+                "--ipc node speaks to Node programs: give one as the worker command (e.g. `-- \
+                 node app.js`)"
+                    .to_owned(),
+            ));
+        }
         if !self.attach_uids.is_empty() && self.attach.is_none() {
             return Err(CliError::Flag(
                 "--attach-uid allows uids to attach: it needs --attach PATH".to_owned(),
@@ -228,6 +241,7 @@ impl Cli {
                 .respawn_hold
                 .or(file.respawn_hold)
                 .unwrap_or(DEFAULT_RESPAWN_HOLD),
+            ipc,
             worker_command,
             threads: self.threads.or(file.threads).unwrap_or(1),
             attach: self.attach,

@@ -36,6 +36,7 @@ pub mod keys;
 pub mod logging;
 mod master;
 pub mod metrics;
+pub mod node_ipc;
 pub mod proxy;
 pub mod route;
 pub mod threads;

@@ -186,17 +186,27 @@ pub fn set_defer_accept(fd: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
 
 /// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) as two OwnedFds.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socket_pair(libc::SOCK_SEQPACKET, "socketpair(AF_UNIX, SOCK_SEQPACKET)")
+}
+
+/// A connected pair of `AF_UNIX` `SOCK_STREAM` sockets, both close-on-exec (Node's IPC channel
+/// is one).
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socket_pair(libc::SOCK_STREAM, "socketpair(AF_UNIX, SOCK_STREAM)")
+}
+
+fn socket_pair(kind: i32, what: &'static str) -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [-1; 2];
     // SAFETY: `fds` has room for the two fds socketpair writes.
     cvt(unsafe {
         libc::socketpair(
             libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            kind | libc::SOCK_CLOEXEC,
             0,
             fds.as_mut_ptr(),
         )
     })
-    .map_err(|e| context("socketpair(AF_UNIX, SOCK_SEQPACKET)", e))?;
+    .map_err(|e| context(what, e))?;
     let [a, b] = fds;
     // SAFETY: socketpair succeeded: both are new fds that nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) })

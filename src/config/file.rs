@@ -59,7 +59,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{self, MAX_LISTENERS};
-use super::{Backend, ListenSpec, OnTimeout, WorkerCommand};
+use super::{Backend, Ipc, ListenSpec, OnTimeout, WorkerCommand};
 use crate::decide::KeyPlan;
 use crate::keys::{Cidr, KeyRule, Trust};
 
@@ -96,6 +96,8 @@ pub struct FileSettings {
     pub max_queue: Option<u32>,
     /// `backend`.
     pub backend: Option<Backend>,
+    /// `ipc`.
+    pub ipc: Option<Ipc>,
     /// The dispatcher-wide `key`, `fallback` and `trust`.
     pub rules: RuleSettings,
     /// The dispatcher-wide `proxy-protocol`.
@@ -246,6 +248,7 @@ struct RawFile {
     metrics: Option<Value>,
     max_queue: Option<Value>,
     backend: Option<Value>,
+    ipc: Option<Value>,
     key: Option<Spanned<Vec<Value>>>,
     fallback: Option<Value>,
     trust: Option<Vec<Value>>,
@@ -349,6 +352,7 @@ impl RawFile {
             metrics: doc.parse("metrics", self.metrics, values::parse_addr)?,
             max_queue: doc.parse("max-queue", self.max_queue, values::parse_max_queue)?,
             backend: doc.parse("backend", self.backend, values::parse_choice)?,
+            ipc: doc.parse("ipc", self.ipc, values::parse_choice)?,
             rules: doc.rules("", self.key, self.fallback, self.trust)?,
             proxy_protocol: self.proxy_protocol,
             worker_command: self

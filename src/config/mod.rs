@@ -52,6 +52,8 @@ pub struct Config {
     pub start_timeout: Duration,
     /// How long a dead worker's keys wait for its replacement before they move.
     pub respawn_hold: Duration,
+    /// The protocol of the channels of the workers stickyd starts.
+    pub ipc: Ipc,
     /// The worker program; `None` runs the built-in hello worker.
     pub worker_command: Option<WorkerCommand>,
     /// Dispatcher threads accepting and peeking, each with its own ring (1: the master's loop
@@ -162,6 +164,17 @@ pub enum Backend {
     Epoll,
 }
 
+/// What `--ipc` selects: the protocol spoken on the channel of each worker stickyd starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ipc {
+    /// stickyd's own wire protocol (`SOCK_SEQPACKET`, the `stickyd-worker` SDK).
+    #[default]
+    Native,
+    /// Node's IPC channel (`NODE_CHANNEL_FD`, JSON lines, one handle per message): Node
+    /// programs using the `stickyd` npm package, as `cluster` workers.
+    Node,
+}
+
 /// A worker program and its arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerCommand {
@@ -215,6 +228,7 @@ mod tests {
             grace: DEFAULT_GRACE,
             start_timeout: DEFAULT_START_TIMEOUT,
             respawn_hold: DEFAULT_RESPAWN_HOLD,
+            ipc: Ipc::Native,
             worker_command: None,
             threads: 1,
             attach: None,

@@ -57,17 +57,18 @@ pub(crate) enum ThreadStep<C> {
 
 impl<C> Core<C> {
     /// Whether nothing more can reach a worker, given whether the driver's side is idle (no
-    /// accept armed, no connection being peeked at): only then may `DRAIN` go out. Until every
-    /// connection routed has reached its worker's channel (or thread queue), one may yet come
-    /// back (a send finds the worker gone, a thread's queue is closed); and a gone worker whose
-    /// channel is still to be read to its end may leave connections to route again.
+    /// accept armed, no connection being peeked at): only then may `DRAIN` go out (to each
+    /// worker after what is routed to it). A gone worker whose channel is still to be read to
+    /// its end may leave connections to route again: not before that. (A worker that dies
+    /// after the drains went out has only the workers not yet drained to leave its connections
+    /// to: a shutdown restarts nothing.)
     pub fn routing_done(&self, front_idle: bool) -> bool {
         front_idle
             && self.waiting() == 0
-            && self.slots.iter().all(|s| {
-                let redispatch = s.phase == Phase::Gone && s.channel && !s.violated && s.held > 0;
-                s.outbox.is_empty() && !matches!(s.sending, Some(Sending::Conns(_))) && !redispatch
-            })
+            && !self
+                .slots
+                .iter()
+                .any(|s| s.phase == Phase::Gone && s.channel && !s.violated && s.held > 0)
     }
 
     /// What slot `w`'s channel sends next, if it is idle and has something to say. The
@@ -78,7 +79,7 @@ impl<C> Core<C> {
         routing_done: bool,
         now: Instant,
     ) -> Option<Outgoing<'_, C>> {
-        let max = wire::MAX_CONNS;
+        let max = self.settings.max_batch.clamp(1, wire::MAX_CONNS);
         let slot = self.slots.get_mut(w as usize)?;
         if !slot.channel
             || slot.sending.is_some()
@@ -171,6 +172,11 @@ impl<C> Core<C> {
                         slot.retry_at = Some(now + SEND_BACKOFF);
                     }
                     FailureKind::PeerGone => {
+                        if slot.pid.is_some() && slot.kill_at.is_none() {
+                            // Gone, or it shut its end and runs on: of no use either way.
+                            slot.kill_at = Some(now + KILL_AFTER);
+                            self.actions.push_back(Action::End(w, Signal::Term));
+                        }
                         self.gone(
                             w,
                             &format!("its channel is closed ({})", failure.error),
@@ -195,23 +201,9 @@ impl<C> Core<C> {
     where
         S: IntoIterator<Item = u64> + Clone,
     {
-        let slot = &mut self.slots[w as usize];
-        // ACKs answer CONNS messages in order. The ACK of the message still being sent can
-        // arrive before the send's own completion.
-        let batch = match slot.unacked.pop_front() {
-            Some(batch) => batch,
-            None => match slot.sending.take() {
-                Some(Sending::Conns(batch)) => {
-                    slot.sending = Some(Sending::Acked);
-                    batch
-                }
-                other => {
-                    slot.sending = other;
-                    return self.violation(w, "acknowledged a message never sent");
-                }
-            },
+        let Some(batch) = self.oldest_unacked(w) else {
+            return;
         };
-        let named = |seq: u64| seqs.clone().into_iter().any(|s| s == seq);
         if seqs
             .clone()
             .into_iter()
@@ -225,11 +217,51 @@ impl<C> Core<C> {
             }
             return;
         }
+        self.settle(w, batch, |seq| seqs.clone().into_iter().any(|s| s == seq));
+    }
+
+    /// Slot `w`'s worker answered its oldest unacknowledged message as a whole: every
+    /// connection in it arrived (`delivered`), or none did (Node's `NODE_HANDLE_ACK` and
+    /// `NODE_HANDLE_NACK`, one handle per message).
+    pub fn ack_oldest(&mut self, w: u32, delivered: bool) {
+        if let Some(batch) = self.oldest_unacked(w) {
+            self.settle(w, batch, |_| delivered);
+        }
+    }
+
+    /// The oldest message sent to `w` and not yet acknowledged (ACKs answer `CONNS` messages
+    /// in order; the ACK of the message still being sent can arrive before the send's own
+    /// completion). `None`, and the worker ended, if there is none.
+    fn oldest_unacked(&mut self, w: u32) -> Option<Vec<Handoff<C>>> {
+        let slot = &mut self.slots[w as usize];
+        if slot.violated {
+            // Nothing it says counts any more: what it was sent is closed when its channel is
+            // retired.
+            return None;
+        }
+        match slot.unacked.pop_front() {
+            Some(batch) => Some(batch),
+            None => match slot.sending.take() {
+                Some(Sending::Conns(batch)) => {
+                    slot.sending = Some(Sending::Acked);
+                    Some(batch)
+                }
+                other => {
+                    slot.sending = other;
+                    self.violation(w, "acknowledged a message never sent");
+                    None
+                }
+            },
+        }
+    }
+
+    /// Settles an acknowledged message: the connections `arrived` names are the worker's (the
+    /// master closes its copies), the others go to the next worker by rank.
+    fn settle(&mut self, w: u32, mut batch: Vec<Handoff<C>>, arrived: impl Fn(u64) -> bool) {
         self.slots[w as usize].held -= batch.len();
         let mut returned = 0u64;
-        let mut batch = batch;
         for mut h in batch.drain(..) {
-            if named(h.rec.seq) {
+            if arrived(h.rec.seq) {
                 // The worker has its own copy now.
                 self.actions.push_back(Action::Release(w, h.conn, h.rec));
             } else {

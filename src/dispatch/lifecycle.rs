@@ -191,8 +191,11 @@ impl<C> Core<C> {
         error!("worker {w} {what}: ending it");
         self.slots[w as usize].violated = true;
         self.end_worker(w, Signal::Kill);
-        // No hold for a worker that misbehaves: it is killed, not merely crashed.
-        self.slots[w as usize].hold_until = None;
+        // No hold for a worker that misbehaves: it is killed, not merely crashed; what waited
+        // for it goes to the next choice now.
+        if self.slots[w as usize].hold_until.is_some() {
+            self.give_up_hold(w);
+        }
         self.gone_now(w, "protocol violation");
     }
 

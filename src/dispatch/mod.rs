@@ -87,6 +87,9 @@ pub(crate) struct Settings {
     pub peek_timeout: Duration,
     /// How long a dead worker's keys wait for its replacement (zero: they move at once).
     pub respawn_hold: Duration,
+    /// The most connections in one `CONNS` message (Node's channel takes one handle per
+    /// message).
+    pub max_batch: usize,
 }
 
 /// Who fills the slots at start.

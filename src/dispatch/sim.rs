@@ -51,8 +51,10 @@ struct Conn(usize);
 const KEYS: usize = 24;
 /// Connections the front may be peeking at at once.
 const FRONT_CAP: usize = 12;
-/// Fd-carrying messages a channel queues before `EAGAIN` (measured on this project's machines).
-const CHANNEL_CAP: usize = 278;
+/// Messages a channel queues before a send waits for room (278 fd-carrying messages on this
+/// project's machines; fewer here, so that a stalled worker fills its channel within a
+/// sequence). A send to a full channel stays in flight, as the master's sends do.
+const CHANNEL_CAP: usize = 6;
 /// The peek deadline.
 const PEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -111,6 +113,9 @@ struct Scenario {
     spawn_fail: usize,
     /// Per mille, per step: a protocol violation or a broken channel.
     violation: usize,
+    /// Node's channel (`--ipc node`): one connection per message, acknowledged or refused as a
+    /// whole.
+    node: bool,
 }
 
 impl Scenario {
@@ -143,6 +148,7 @@ impl Scenario {
             ctrunc: pick(rng, &[0, 0, 0, 20, 200]),
             spawn_fail: pick(rng, &[0, 0, 100, 500]),
             violation: pick(rng, &[0, 0, 0, 0, 2]),
+            node: mode == Mode::Spawn && rng.odds(300),
         }
     }
 }
@@ -238,6 +244,11 @@ struct SlotView {
     sending: Option<Result<(), SendFailure>>,
     /// The driver holds a channel for this slot (from the start until the core retires it).
     channel: bool,
+    /// The send in flight waits for room in the worker's full channel: delivered when it
+    /// reads.
+    blocked: Option<ToWorker>,
+    /// `DRAIN` went to this slot's worker.
+    drained: bool,
 }
 
 /// Where a connection is, as far as the simulator knows.
@@ -263,22 +274,8 @@ struct ConnInfo {
     served_by: Option<u32>,
     /// Workers that returned it (their fd limit).
     returned_by: Vec<u32>,
-}
-
-/// Why a drop is allowed in this sequence; without one, a drop is a lost connection.
-#[derive(Debug, Default)]
-struct Lossy {
-    violation: bool,
-    ctrunc: bool,
-    shutdown_death: bool,
-    thread_dropped: bool,
-    backstop: bool,
-}
-
-impl Lossy {
-    fn any(&self) -> bool {
-        self.violation || self.ctrunc || self.shutdown_death || self.thread_dropped || self.backstop
-    }
+    /// Workers a send of it was started to (delivered or not).
+    sent_to: Vec<u32>,
 }
 
 struct Sim {
@@ -297,7 +294,11 @@ struct Sim {
     /// Workers whose connections may be closed after they served them (a violation, a cut
     /// attached channel).
     tainted: Vec<bool>,
-    lossy: Lossy,
+    /// The shutdown's backstop fired: what was still being routed was given up.
+    backstop: bool,
+    /// A worker was down when the shutdown began, or ended during it (signalled when the grace
+    /// period ran out or at a second signal, or crashed): nothing is restarted then.
+    signalled: bool,
     trace: VecDeque<String>,
     step: usize,
     /// Some kernel event is waiting (see [`Event::Tick`]).
@@ -325,6 +326,11 @@ impl Sim {
             grace: sc.grace,
             peek_timeout: PEEK_TIMEOUT,
             respawn_hold: sc.respawn_hold,
+            max_batch: if sc.node {
+                1
+            } else {
+                stickyd_worker::wire::MAX_CONNS
+            },
         };
         let start = match sc.mode {
             Mode::Spawn => Start::Spawn {
@@ -351,7 +357,8 @@ impl Sim {
             next_pid: 100,
             signals: 0,
             tainted: vec![false; n],
-            lossy: Lossy::default(),
+            backstop: false,
+            signalled: false,
             trace: VecDeque::new(),
             step: 0,
             prompt: false,
@@ -374,7 +381,7 @@ impl Sim {
     }
 
     fn note(&mut self, what: String) {
-        if self.trace.len() == 60 {
+        if self.trace.len() == 400 {
             self.trace.pop_front();
         }
         let at = self.now.duration_since(self.base);
@@ -417,11 +424,6 @@ impl Sim {
                     let wu = w as usize;
                     let attached = matches!(self.sc.mode, Mode::Attach { .. });
                     self.note(format!("end {w} {signal:?}"));
-                    if self.core.shutting_down() {
-                        // The grace period is over: what the worker holds unacknowledged may
-                        // be lost with it.
-                        self.lossy.shutdown_death = true;
-                    }
                     if attached {
                         // The channel is shut both ways: the worker reads end of file, and so
                         // does the master, whatever was queued.
@@ -432,13 +434,12 @@ impl Sim {
                             worker.inbox.clear();
                             worker.inbox.push_back(ToWorker::Eof);
                         }
+                        self.unblock_failed(w);
                         self.down(w);
                     } else if let Some(worker) = &mut self.workers[wu] {
                         let dies = signal == super::Signal::Kill || !worker.stubborn;
                         if worker.alive && dies {
-                            worker.alive = false;
-                            self.down(w);
-                            self.died_during_shutdown();
+                            self.kill(w);
                         }
                     }
                 }
@@ -460,27 +461,26 @@ impl Sim {
                     info.place = Place::Released;
                 }
                 Action::Drop(conn) => {
-                    let info = &mut self.conns[conn.0];
+                    let id = conn.0;
+                    let info = &self.conns[id];
                     ensure!(
                         info.place == Place::Core,
-                        "conn {} dropped from {:?}",
-                        conn.0,
+                        "conn {id} dropped from {:?}",
                         info.place
                     );
                     if let Some(by) = info.served_by {
                         ensure!(
                             self.tainted[by as usize],
-                            "conn {} served by worker {by} then dropped by the master",
-                            conn.0
+                            "conn {id} served by worker {by} then dropped by the master"
                         );
                     }
-                    info.place = Place::Dropped;
-                    self.note(format!("drop conn {}", conn.0));
+                    let why = self.drop_allowed(id);
+                    self.note(format!("drop conn {id}: {why:?}"));
                     ensure!(
-                        self.lossy.any(),
-                        "conn {} dropped though nothing in this sequence may lose one",
-                        conn.0
+                        why.is_some(),
+                        "conn {id} dropped though it could still go to a worker"
                     );
+                    self.conns[id].place = Place::Dropped;
                 }
                 Action::ShutWrite(w) => {
                     if let Some(worker) = &mut self.workers[w as usize] {
@@ -505,7 +505,7 @@ impl Sim {
                 }
                 Action::Live(_) => {}
                 Action::Abandon => {
-                    self.lossy.backstop = true;
+                    self.backstop = true;
                     for id in std::mem::take(&mut self.front) {
                         self.conns[id].place = Place::Dropped;
                     }
@@ -542,6 +542,11 @@ impl Sim {
             };
             if let ToWorker::Conns(list) = &msg {
                 ensure!(!list.is_empty(), "empty CONNS to worker {w}");
+                ensure!(
+                    !self.sc.node || list.len() == 1,
+                    "{} connections in one message on Node's channel",
+                    list.len()
+                );
                 for &(seq, id) in list {
                     ensure!(
                         self.conns[id].served_by.is_none(),
@@ -551,14 +556,20 @@ impl Sim {
                 }
             }
             // Decide the send's fate now: a message is delivered when `sendmsg` runs, the
-            // completion comes later (an ACK may come first).
-            let worker = self.workers[wu].as_mut();
+            // completion comes later (an ACK may come first); to a full channel, it waits.
+            let worker = self.workers[wu].as_ref();
             let (deliver, failure) = match worker {
                 Some(worker) if worker.alive && !worker.closed => {
-                    if worker.inbox.len() >= CHANNEL_CAP {
-                        (false, Some(transient("EAGAIN")))
-                    } else if self.rng.odds(20) {
+                    if self.rng.odds(20) {
                         (false, Some(transient("ENOBUFS")))
+                    } else if self.rng.odds(self.sc.violation) {
+                        (
+                            false,
+                            Some(SendFailure {
+                                kind: FailureKind::Broken,
+                                error: "EBADF".to_owned(),
+                            }),
+                        )
                     } else {
                         (true, None)
                     }
@@ -571,12 +582,29 @@ impl Sim {
                     }),
                 ),
             };
+            let full = worker.is_some_and(|k| k.inbox.len() >= CHANNEL_CAP);
             self.note(format!(
                 "send {w}: {} ({})",
                 describe(&msg),
-                failure.as_ref().map_or("delivered", |f| f.error.as_str())
+                match &failure {
+                    Some(f) => f.error.as_str(),
+                    None if full => "waits for room",
+                    None => "delivered",
+                }
             ));
-            if deliver {
+            if let ToWorker::Drain = msg {
+                // From the core's side, drained from the moment the send starts.
+                self.views[wu].drained = true;
+            }
+            // Sent, as far as the core can tell until the send's completion.
+            if let ToWorker::Conns(list) = &msg {
+                for &(_, id) in list {
+                    self.conns[id].sent_to.push(w);
+                }
+            }
+            if deliver && full {
+                self.views[wu].blocked = Some(msg);
+            } else if deliver {
                 if let Some(worker) = &mut self.workers[wu] {
                     worker.inbox.push_back(msg);
                 }
@@ -623,6 +651,7 @@ impl Sim {
                             }
                         }
                         ThreadStep::Drain => {
+                            self.views[wu].drained = true;
                             self.workers[wu].as_mut().expect("thread").draining = true;
                             self.workers[wu].as_mut().expect("thread").done = true;
                         }
@@ -654,16 +683,33 @@ impl Sim {
     /// down now (or dies later) left unacknowledged may have nowhere to go; a second request
     /// ends the workers at once.
     fn shut_down(&mut self) {
-        if self.core.shutting_down() || self.views.iter().any(|v| !v.live) {
-            self.lossy.shutdown_death = true;
-        }
+        // A worker down now is not restarted.
+        self.signalled |= self.views.iter().any(|v| !v.live);
         self.core.shut_down(self.now);
         self.update_excuses();
     }
 
-    fn died_during_shutdown(&mut self) {
-        if self.core.shutting_down() {
-            self.lossy.shutdown_death = true;
+    /// Why connection `id` may be dropped now, if it may: its worker broke the protocol (what
+    /// it was sent may be in use); it was returned (a lost fd) and no other worker is left;
+    /// during a shutdown, no worker is left that was not told to drain (no restart then); or
+    /// the shutdown's backstop gave up on it.
+    fn drop_allowed(&self, id: usize) -> Option<&'static str> {
+        let info = &self.conns[id];
+        let open = |w: usize| self.views[w].live && !self.views[w].drained;
+        if self.backstop {
+            Some("backstop")
+        } else if info.sent_to.iter().any(|&w| self.tainted[w as usize]) {
+            Some("sent to a worker that broke the protocol")
+        } else if !info.returned_by.is_empty()
+            && (0..self.views.len())
+                .filter(|&w| !info.returned_by.contains(&(w as u32)))
+                .all(|w| !open(w))
+        {
+            Some("returned, and no other worker")
+        } else if self.core.shutting_down() && (0..self.views.len()).all(|w| !open(w)) {
+            Some("shutdown, and no worker left to take it")
+        } else {
+            None
         }
     }
 
@@ -673,8 +719,11 @@ impl Sim {
         let wu = w as usize;
         let mut arrived = list.len();
         if self.rng.odds(self.sc.ctrunc) {
-            arrived = self.rng.below(list.len());
-            self.lossy.ctrunc = true;
+            arrived = if self.sc.node {
+                0
+            } else {
+                self.rng.below(list.len())
+            };
         }
         let mut seqs = Vec::with_capacity(arrived);
         for (i, &(seq, id)) in list.iter().enumerate() {
@@ -858,7 +907,7 @@ impl Sim {
         for w in 0..self.sc.workers {
             let wu = w as usize;
             let view_channel = self.views[wu].channel;
-            if self.views[wu].sending.is_some() {
+            if self.views[wu].sending.is_some() && self.views[wu].blocked.is_none() {
                 out.push((Event::SendDone(w), 6));
             }
             if view_channel && self.core.reading(w) {
@@ -976,8 +1025,20 @@ impl Sim {
                 worker.closed = true;
             }
         }
+        self.unblock_failed(w);
         self.down(w);
-        self.died_during_shutdown();
+        self.signalled |= self.core.shutting_down();
+    }
+
+    /// A send waiting for room in `w`'s channel fails: its reader has gone.
+    fn unblock_failed(&mut self, w: u32) {
+        let view = &mut self.views[w as usize];
+        if view.blocked.take().is_some() {
+            view.sending = Some(Err(SendFailure {
+                kind: FailureKind::PeerGone,
+                error: "EPIPE".to_owned(),
+            }));
+        }
     }
 
     fn perform(&mut self, event: Event) -> Check {
@@ -992,6 +1053,7 @@ impl Sim {
                     place: Place::Backlog,
                     served_by: None,
                     returned_by: Vec::new(),
+                    sent_to: Vec::new(),
                 });
             }
             Event::Accept => {
@@ -1057,7 +1119,13 @@ impl Sim {
             Event::WorkerRead(w) => {
                 let wu = w as usize;
                 let worker = self.workers[wu].as_mut().expect("worker");
-                match worker.inbox.pop_front().expect("inbox") {
+                let read = worker.inbox.pop_front().expect("inbox");
+                if worker.inbox.len() < CHANNEL_CAP {
+                    if let Some(waiting) = self.views[wu].blocked.take() {
+                        worker.inbox.push_back(waiting);
+                    }
+                }
+                match read {
                     ToWorker::Welcome => {}
                     ToWorker::Refused => worker.done = true,
                     ToWorker::Drain => worker.draining = true,
@@ -1090,7 +1158,12 @@ impl Sim {
                     }
                     Some(ToMaster::Ack(seqs)) => {
                         self.note(format!("master reads ACK {seqs:?} from {w}"));
-                        self.core.ack(w, seqs.iter().copied());
+                        if self.sc.node {
+                            // NODE_HANDLE_ACK, or NACK for a handle that did not arrive.
+                            self.core.ack_oldest(w, !seqs.is_empty());
+                        } else {
+                            self.core.ack(w, seqs.iter().copied());
+                        }
                     }
                     None => {
                         self.note(format!("master reads end of file from {w}"));
@@ -1108,7 +1181,8 @@ impl Sim {
                     // The thread dropped its worker: what was queued is closed with the queue.
                     let thread = self.workers[w as usize].as_mut().expect("thread");
                     if !thread.queue.is_empty() {
-                        self.lossy.thread_dropped = true;
+                        let n = thread.queue.len();
+                        self.note(format!("thread {w} dropped with {n} queued"));
                     }
                 }
                 self.kill(w);
@@ -1118,8 +1192,13 @@ impl Sim {
                 worker.reaped = true;
                 let success = worker.done;
                 let pid = worker.pid;
-                self.note(format!("reap {w} (pid {pid})"));
-                self.core.exited(w, "simulated exit", success, now);
+                if self.rng.odds(30) {
+                    self.note(format!("waiting for {w} (pid {pid}) fails"));
+                    self.core.lost(w, now);
+                } else {
+                    self.note(format!("reap {w} (pid {pid})"));
+                    self.core.exited(w, "simulated exit", success, now);
+                }
             }
             Event::Stall(w) => {
                 let worker = self.workers[w as usize].as_mut().expect("worker");
@@ -1137,14 +1216,25 @@ impl Sim {
             }
             Event::Violate(w) => {
                 self.tainted[w as usize] = true;
-                self.lossy.violation = true;
-                if self.rng.odds(500) {
-                    self.note(format!("worker {w} sends garbage"));
-                    self.core
-                        .violation(w, "sent a malformed message (simulated)");
-                } else {
-                    self.note(format!("worker {w}'s channel fails"));
-                    self.core.channel_failed(w, "EBADF (simulated)", now);
+                let pid = self.workers[w as usize].as_ref().map_or(0, |k| k.pid);
+                match self.rng.below(4) {
+                    0 => {
+                        self.note(format!("worker {w} sends garbage"));
+                        self.core
+                            .violation(w, "sent a malformed message (simulated)");
+                    }
+                    1 => {
+                        self.note(format!("worker {w}'s channel fails"));
+                        self.core.channel_failed(w, "EBADF (simulated)", now);
+                    }
+                    2 => {
+                        self.note(format!("worker {w} acknowledges a seq never sent"));
+                        self.core.ack(w, [u64::MAX]);
+                    }
+                    _ => {
+                        self.note(format!("worker {w} says HELLO again"));
+                        self.core.hello(w, w, pid);
+                    }
                 }
                 self.down(w);
             }
@@ -1289,6 +1379,7 @@ impl Sim {
             self.note("signal (end of the sequence)".to_owned());
             self.signals += 1;
             self.shut_down();
+            self.act()?;
         }
         let signalled = self.now;
         // The longest a shutdown may take: the routing still possible (peek deadline), the
@@ -1306,14 +1397,20 @@ impl Sim {
             );
             self.round(&mut events)?;
         }
-        // Whatever was accepted is closed after its acknowledgement or dropped; nothing stays,
-        // unless the shutdown had to end workers (the core is finished once every process is
-        // reaped: an ACK still unread is the master's copy of a connection its worker had).
+        // Whatever was accepted is closed after its acknowledgement or dropped; nothing stays
+        // but what was sent to a worker that died with the others (the core is finished once
+        // every process is reaped, whether or not its channel was read to the end: there is
+        // nowhere left to send it), what waited for a worker that ended during the shutdown
+        // (no restart then), or what the backstop gave up on.
         for (id, c) in self.conns.iter().enumerate() {
             ensure!(
                 matches!(c.place, Place::Backlog | Place::Released | Place::Dropped)
-                    || (c.place == Place::Front && self.lossy.any())
-                    || (c.place == Place::Core && (self.lossy.any() || c.served_by.is_some())),
+                    || (c.place == Place::Front && (self.backstop || self.signalled))
+                    || (c.place == Place::Core
+                        && (self.backstop
+                            || self.signalled
+                            || c.served_by.is_some()
+                            || !c.sent_to.is_empty())),
                 "conn {id} is still {:?} after the shutdown",
                 c.place
             );

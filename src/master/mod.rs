@@ -12,6 +12,7 @@ mod conns;
 mod front;
 mod inherit;
 mod listen;
+mod node;
 mod notify;
 pub(crate) mod spawn;
 mod token;
@@ -27,7 +28,7 @@ use log::{debug, error, info, warn};
 use stickyd_ring::{Completion, Outcome, Ring, sys};
 use stickyd_worker::wire::{self, ConnRecord};
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Ipc};
 use crate::dispatch::{self, Core, Settings, Start};
 use crate::metrics::{self, Metrics};
 use crate::route;
@@ -104,6 +105,8 @@ struct Master {
     attach: Option<AttachPoint>,
     /// Readiness (systemd, a predecessor) and the zero-downtime upgrade.
     upgrade: upgrade::Upgrade,
+    /// The lines of `--ipc node`.
+    node: Option<crate::node_ipc::Encoder>,
 }
 
 /// The signals the master reads from its signalfd: shutdown, and the upgrade (SIGUSR2).
@@ -237,10 +240,26 @@ impl Master {
             grace: config.grace,
             peek_timeout: config.peek_timeout,
             respawn_hold: config.respawn_hold,
+            max_batch: match config.ipc {
+                Ipc::Native => wire::MAX_CONNS,
+                Ipc::Node => 1,
+            },
         };
         let core = Core::new(settings, start, Arc::clone(&metrics), Instant::now());
         let mut io: Vec<WorkerIo> = (0..config.workers).map(|_| WorkerIo::default()).collect();
         let in_process = threads.is_some();
+        let node = (config.ipc == Ipc::Node).then(|| {
+            crate::node_ipc::Encoder::new(
+                front
+                    .listeners
+                    .iter()
+                    .map(|l| crate::node_ipc::ListenerInfo {
+                        name: l.name.clone(),
+                        addr: l.addr,
+                    })
+                    .collect(),
+            )
+        });
         for (slot, queue) in io.iter_mut().zip(threads.into_iter().flatten()) {
             *slot = WorkerIo::thread(queue);
         }
@@ -257,6 +276,7 @@ impl Master {
             running: false,
             attach,
             upgrade,
+            node,
             config,
         };
         // Starts the workers (a failure to start one is fatal here).
@@ -331,6 +351,9 @@ impl Master {
             let mut round = 0;
             while let Some(c) = self.ring.next_completion() {
                 self.complete(c);
+                // What the core decided is done before the next completion is looked at: a
+                // slot the core has retired is closed before an attaching worker can take it.
+                self.act()?;
                 round += 1;
             }
             self.route_new();

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use stickyd_ring::sys;
 
-use crate::config::WorkerCommand;
+use crate::config::{Ipc, WorkerCommand};
 
 /// The environment variable that switches the `stickyd` executable into its built-in worker.
 pub const BUILTIN_WORKER_ENV: &str = "STICKYD_BUILTIN_WORKER";
@@ -33,9 +33,13 @@ pub(crate) struct Spawned {
 }
 
 /// Starts the worker of slot `id`: `command`, or the built-in hello worker (this executable,
-/// through `/proc/self/exe`, so a master never mixes binaries).
-pub(crate) fn spawn(id: u32, command: Option<&WorkerCommand>) -> io::Result<Spawned> {
-    let (master_end, worker_end) = sys::seqpacket_pair()?;
+/// through `/proc/self/exe`, so a master never mixes binaries), with a channel that speaks
+/// `ipc`.
+pub(crate) fn spawn(id: u32, command: Option<&WorkerCommand>, ipc: Ipc) -> io::Result<Spawned> {
+    let (master_end, worker_end) = match ipc {
+        Ipc::Native => sys::seqpacket_pair()?,
+        Ipc::Node => sys::stream_pair()?,
+    };
     let mut cmd = match command {
         Some(c) => {
             let mut cmd = Command::new(&c.program);
@@ -52,9 +56,23 @@ pub(crate) fn spawn(id: u32, command: Option<&WorkerCommand>) -> io::Result<Spaw
     for var in MASTER_ONLY_ENV {
         cmd.env_remove(var);
     }
+    let fd = worker_end.as_raw_fd().to_string();
     cmd.env("STICKYD_WORKER_ID", id.to_string())
-        .env("STICKYD_FD", worker_end.as_raw_fd().to_string())
         .stdin(Stdio::null());
+    match ipc {
+        Ipc::Native => {
+            cmd.env("STICKYD_FD", fd);
+        }
+        Ipc::Node => {
+            // A Node `cluster` worker whose channel is this socket; `cluster.worker.id` is the
+            // slot's number plus one, as under Node's own cluster.
+            cmd.env("NODE_CHANNEL_FD", fd)
+                .env("NODE_CHANNEL_SERIALIZATION_MODE", "json")
+                .env("NODE_UNIQUE_ID", (u64::from(id) + 1).to_string())
+                .env("STICKYD_IPC", "node")
+                .env_remove("STICKYD_FD");
+        }
+    }
     sys::prepare_worker_command(&mut cmd, worker_end.as_fd());
     let child = cmd.spawn()?;
     drop(worker_end);

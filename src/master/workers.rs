@@ -13,9 +13,11 @@ use log::{debug, warn};
 use stickyd_ring::{InMsg, OutMsg, Ring, sys};
 use stickyd_worker::wire::{self, Message, Welcome};
 
+use super::node::{self, NodeChannel};
 use super::spawn::{self, Spawned};
 use super::token::Token;
 use super::{Error, Master, now_ns, setup};
+use crate::config::Ipc;
 use crate::dispatch::{Action, FailureKind, Handoff, Outgoing, SendFailure, Signal, ThreadStep};
 use crate::threads::Delivery;
 
@@ -33,15 +35,28 @@ pub(super) struct WorkerIo {
     pub msg: Option<OutMsg>,
     /// An in-process worker's queue, until it is drained (dropped) or its thread has gone.
     pub thread: Option<Sender<Delivery>>,
+    /// A Node worker's channel state (`--ipc node`).
+    pub node: Option<NodeChannel>,
 }
 
 impl WorkerIo {
-    /// A freshly started worker process.
-    fn process(worker: Spawned) -> WorkerIo {
-        WorkerIo {
+    /// A freshly started worker process, whose channel speaks `ipc`.
+    fn process(worker: Spawned, ipc: Ipc) -> WorkerIo {
+        let io = WorkerIo {
             pid: Some(worker.pid),
             pidfd: Some(worker.pidfd),
             ..WorkerIo::channel(worker.channel)
+        };
+        match ipc {
+            Ipc::Native => io,
+            // A stream of JSON lines, one handle per message, and a handle the worker might
+            // send (received to be closed).
+            Ipc::Node => WorkerIo {
+                inbox: Some(InMsg::new(node::RECV_BUF, 1)),
+                msg: Some(OutMsg::with_capacity(512, 1)),
+                node: Some(NodeChannel::default()),
+                ..io
+            },
         }
     }
 
@@ -85,6 +100,9 @@ impl Master {
                 Action::Drop(fd) => {
                     self.ring.close(fd, Token::Housekeeping.encode());
                 }
+                // A Node cluster worker exits at once when its channel closes, before its exit
+                // hooks have run: its channel stays open until it has exited.
+                Action::ShutWrite(w) if self.io[w as usize].node.is_some() => {}
                 Action::ShutWrite(w) => {
                     if let Some(channel) = &self.io[w as usize].channel {
                         if let Err(e) = sys::shutdown_write(channel.as_fd()) {
@@ -119,11 +137,11 @@ impl Master {
     }
 
     fn start_worker(&mut self, w: u32) -> Result<(), Error> {
-        match spawn::spawn(w, self.config.worker_command.as_ref()) {
+        match spawn::spawn(w, self.config.worker_command.as_ref(), self.config.ipc) {
             Ok(worker) => {
                 let pid = worker.pid;
                 debug!("worker {w} started (pid {pid})");
-                let mut io = WorkerIo::process(worker);
+                let mut io = WorkerIo::process(worker, self.config.ipc);
                 arm_exit(&mut self.ring, w, &io);
                 arm_recv(&mut self.ring, w, &mut io);
                 self.io[w as usize] = io;
@@ -170,6 +188,7 @@ impl Master {
         self.route_new();
         let routing_done = self.core.routing_done(threads_idle && self.front.idle());
         self.feed_threads(routing_done);
+        self.send_node_control();
         let now = Instant::now();
         for w in 0..self.core.workers() {
             let io = &mut self.io[w as usize];
@@ -189,6 +208,28 @@ impl Master {
             };
             let data = msg.data_mut();
             data.clear();
+            if let Some(encoder) = &self.node {
+                // Node's channel: one line per message, a handle beside its line.
+                if !matches!(out, Outgoing::Conns(_)) {
+                    msg.set_fds(std::iter::empty());
+                }
+                let data = msg.data_mut();
+                match out {
+                    Outgoing::Refused(reason) => crate::node_ipc::refused(reason, data),
+                    Outgoing::Welcome => encoder.welcome(w, self.config.workers, data),
+                    Outgoing::Conns(batch) => {
+                        debug_assert_eq!(batch.len(), 1, "one handle per Node message");
+                        for h in batch {
+                            encoder.conn(&h.rec, data);
+                        }
+                        msg.set_fds(batch.iter().map(|h| h.conn.as_fd()));
+                    }
+                    Outgoing::Drain => crate::node_ipc::drain(data),
+                }
+                self.ring
+                    .send_msg(channel.as_fd(), msg, Token::ChannelSend(w).encode());
+                continue;
+            }
             match out {
                 Outgoing::Refused(reason) => {
                     wire::encode_refused(reason, data);
@@ -299,6 +340,7 @@ impl Master {
         let now = Instant::now();
         match result {
             Ok(0) => self.core.channel_ended(w, now),
+            Ok(_) if self.io[w as usize].node.is_some() => self.on_node_recv(w, &mut msg),
             Ok(_) if msg.truncated() => self.core.violation(w, "sent an oversized message"),
             Ok(_) => match wire::decode(msg.data()) {
                 Ok(Message::Hello(hello)) => self.core.hello(w, hello.worker_id, hello.pid),

@@ -1,0 +1,138 @@
+//! The I/O of `--ipc node`: reading what Node workers write on their IPC channel and telling
+//! the core what it means; the few lines stickyd writes there on its own (answers to
+//! `server.listen()` in a worker). The lines themselves are [`crate::node_ipc`]'s.
+
+use log::{debug, info, warn};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use stickyd_ring::{InMsg, sys};
+
+use super::Master;
+use crate::node_ipc::{FromNode, Lines};
+
+/// The receive buffer of a Node channel (a stream: lines may span reads).
+pub(super) const RECV_BUF: usize = 64 * 1024;
+
+/// What the master keeps of a Node worker's channel besides the core's view.
+#[derive(Debug, Default)]
+pub(super) struct NodeChannel {
+    /// The bytes received, cut into lines.
+    pub lines: Lines,
+    /// Lines of stickyd's own to write when no send is in flight (a stream: two writers must
+    /// not interleave).
+    pub control: VecDeque<Vec<u8>>,
+    /// Its first message of the application's own has been logged.
+    told_user: bool,
+    /// It wrote what no Node worker would: nothing more of it is read.
+    broken: bool,
+}
+
+impl NodeChannel {
+    /// Writes the pending control lines, as far as the socket takes them without waiting.
+    /// Call only while no send of the core's is in flight on `channel`.
+    pub fn send_control(&mut self, w: u32, channel: BorrowedFd<'_>) {
+        while let Some(line) = self.control.front_mut() {
+            match sys::send_now(channel, line) {
+                Ok(n) if n == line.len() => {
+                    self.control.pop_front();
+                }
+                // The rest goes next time.
+                Ok(n) => {
+                    line.drain(..n);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!("worker {w}: writing on its channel failed: {e}");
+                    self.control.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Master {
+    /// Node worker `w` wrote on its channel (`msg`, `n` bytes).
+    pub(super) fn on_node_recv(&mut self, w: u32, msg: &mut InMsg) {
+        let io = &mut self.io[w as usize];
+        let pid = io.pid.unwrap_or(0);
+        let handles = msg.take_fds();
+        if !handles.is_empty() {
+            // Closed here, on drop: stickyd takes no handle from a worker.
+            warn!(
+                "worker {w} sent stickyd a handle (process.send(message, handle)): closed, not \
+                 taken"
+            );
+        }
+        let Some(node) = io.node.as_mut().filter(|n| !n.broken) else {
+            return;
+        };
+        node.lines.push(msg.data());
+        let mut close_asked = None;
+        while let Some(message) = node.lines.next_message() {
+            match message {
+                Ok(FromNode::Online) => self.core.hello(w, w, pid),
+                Ok(FromNode::HandleAck) => self.core.ack_oldest(w, true),
+                Ok(FromNode::HandleNack) => self.core.ack_oldest(w, false),
+                Ok(FromNode::QueryServer { seq, port, data }) => {
+                    warn!(
+                        "worker {w} called server.listen({}) itself: refused (ENOTSUP); under \
+                         stickyd the master listens, and the application hands its server to \
+                         require('stickyd').listen(server, port)",
+                        port.map_or_else(|| "?".to_owned(), |p| p.to_string())
+                    );
+                    node.control
+                        .push_back(crate::node_ipc::refuse_listen(seq, &data));
+                }
+                Ok(FromNode::MasterClose { wait }) => close_asked = Some(wait),
+                Ok(FromNode::Cluster(act)) => {
+                    // `listening`, `close`, `exitedAfterDisconnect`: the worker's own cluster
+                    // bookkeeping, answered by nobody under stickyd (none waits for an answer).
+                    debug!("worker {w}: cluster message '{act}' (nothing to do)");
+                }
+                Ok(FromNode::Handle) => {
+                    warn!("worker {w} sent a handle: stickyd takes none; closed");
+                }
+                Ok(FromNode::User) => {
+                    if !node.told_user {
+                        node.told_user = true;
+                        info!(
+                            "worker {w} sent a message of its own (process.send): stickyd does \
+                             not use them, and ignores this one and the next"
+                        );
+                    }
+                }
+                Err(e) => {
+                    // A worker that writes what no Node worker would: ended (and restarted);
+                    // nothing more of its channel is read.
+                    node.broken = true;
+                    self.core.violation(w, &e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(wait) = close_asked {
+            if self.core.shutting_down() {
+                debug!("worker {w} asked for a shutdown (sticky:masterclose): already under way");
+            } else {
+                let why =
+                    format!("worker {w} asked for a shutdown (sticky:masterclose, wait {wait})");
+                self.note_shutdown("sticky:masterclose");
+                self.begin_shutdown(&why);
+            }
+        }
+    }
+
+    /// Writes the Node channels' pending control lines where no send is in flight.
+    pub(super) fn send_node_control(&mut self) {
+        for (w, io) in (0..).zip(self.io.iter_mut()) {
+            if let (Some(node), Some(channel), Some(_)) = (&mut io.node, &io.channel, &io.msg) {
+                if !node.control.is_empty() {
+                    node.send_control(w, channel.as_fd());
+                }
+            }
+        }
+    }
+}

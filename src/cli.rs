@@ -402,6 +402,10 @@ mod tests {
                 "--attach-uid",
             ),
             (&["--backend", "kqueue"][..], "--backend"),
+            (&["--ipc", "python"][..], "--ipc"),
+            (&["--ipc", "node"][..], "--ipc node"),
+            (&["--respawn-hold", "2"][..], "--respawn-hold"),
+            (&["--start-timeout", "0s"][..], "--start-timeout"),
             (&["--trust", "10.0.0.0/33"][..], "--trust"),
             (&["--trust", "nonsense"][..], "--trust"),
             (&["--frobnicate"][..], "--frobnicate"),
@@ -445,6 +449,9 @@ grace = "2s"
 metrics = "127.0.0.1:0"
 max-queue = 7
 backend = "epoll"
+start-timeout = "4s"
+respawn-hold = "0s"
+ipc = "node"
 key = ["header:x-user"]
 fallback = "cookie:sid"
 trust = ["10.0.0.0/8"]
@@ -464,6 +471,9 @@ proxy-protocol = false
     fn the_file_gives_the_settings() {
         let file = TempFile::new("settings", FILE);
         let c = config(&["--config", file.path()]);
+        assert_eq!(c.start_timeout, Duration::from_secs(4));
+        assert_eq!(c.respawn_hold, Duration::ZERO);
+        assert_eq!(c.ipc, Ipc::Node);
         assert_eq!(c.workers, 3);
         assert_eq!(c.peek_timeout, Duration::from_secs(1));
         assert_eq!(c.on_timeout, OnTimeout::Close);
@@ -509,6 +519,12 @@ proxy-protocol = false
             "9",
             "--backend",
             "auto",
+            "--start-timeout",
+            "250ms",
+            "--respawn-hold",
+            "3s",
+            "--ipc",
+            "native",
             "--config",
             file.path(),
             "--key",
@@ -533,6 +549,9 @@ proxy-protocol = false
         assert_eq!(c.metrics, Some("127.0.0.2:0".parse().unwrap()));
         assert_eq!(c.max_queue, 9);
         assert_eq!(c.backend, Backend::Auto);
+        assert_eq!(c.start_timeout, Duration::from_millis(250));
+        assert_eq!(c.respawn_hold, Duration::from_secs(3));
+        assert_eq!(c.ipc, Ipc::Native);
         // The dispatcher-wide rules are the flags'; the file's fallback stays, not given.
         assert_eq!(c.plan.rules(), ["query:s".parse().unwrap(), KeyRule::Ip]);
         assert_eq!(c.plan.fallback(), &"cookie:sid".parse().unwrap());

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark: stickyd (uring and epoll backends) against the SO_REUSEPORT ceiling,
-# nginx, HAProxy and sticky-session-custom, each with 2 workers, driven by wrk on loopback.
+# nginx, HAProxy and sticky-session-custom, each with 2 workers, driven by wrk on loopback; and
+# Node workers under stickyd --ipc node against sticky-session-custom and Node's own cluster
+# round-robin (not sticky: the Node ceiling), with the same Node handler (node/handler.js).
 #
 #   W1  a new connection per request (`Connection: close`), X-Forwarded-For varying over 4,096
 #       addresses: connections per second, p99 latency, CPU per connection.
@@ -13,7 +15,9 @@
 #   WARMUP=5        seconds of W1 after each start, not measured
 #   SETTLE=6        seconds of quiet between W1 and W2
 #   CONNS_W1=32 CONNS_W2=8 THREADS=2     wrk's connections and threads
-#   SYSTEMS="uring epoll ceiling nginx haproxy sticky"   which systems, in this order
+#   SYSTEMS="uring epoll ceiling nginx haproxy sticky node nodecluster"   which systems, in this
+#                   order (node: Node workers under stickyd --ipc node; nodecluster: Node's
+#                   cluster round-robin)
 #   BASE_PORT=18000 the ports used, BASE_PORT..BASE_PORT+59, all on 127.0.0.1
 #   INSTALL=1       install what is missing (apt-get: wrk nginx haproxy nodejs npm linux-perf
 #                   strace; npm: sticky-session-custom); 0 skips what is missing instead
@@ -36,7 +40,7 @@ SETTLE=${SETTLE:-6}
 CONNS_W1=${CONNS_W1:-32}
 CONNS_W2=${CONNS_W2:-8}
 THREADS=${THREADS:-2}
-SYSTEMS=${SYSTEMS:-"uring epoll ceiling nginx haproxy sticky"}
+SYSTEMS=${SYSTEMS:-"uring epoll ceiling nginx haproxy sticky node nodecluster"}
 BASE_PORT=${BASE_PORT:-18000}
 INSTALL=${INSTALL:-1}
 BUILD=${BUILD:-1}
@@ -148,6 +152,7 @@ install_tools() {
                 { have node && have npm; } || apt_install nodejs npm || true
                 install_sticky || true
                 ;;
+            node | nodecluster) have node || apt_install nodejs || true ;;
         esac
         if available "$s"; then
             want+=("$s")
@@ -178,6 +183,7 @@ available() {
         nginx) have nginx ;;
         haproxy) have haproxy ;;
         sticky) have node && [ -f "$STICKY_DIR/node_modules/sticky-session-custom/package.json" ] ;;
+        node | nodecluster) have node ;;
         *) return 1 ;;
     esac
 }
@@ -186,7 +192,8 @@ why_missing() {
     case $1 in
         nginx | haproxy) echo "$1 is not installed and apt-get could not install it" ;;
         sticky) echo "node or sticky-session-custom@$STICKY_VERSION could not be installed" ;;
-        *) echo "unknown system (known: uring epoll ceiling nginx haproxy sticky)" ;;
+        node | nodecluster) echo "node is not installed and apt-get could not install it" ;;
+        *) echo "unknown system (known: uring epoll ceiling nginx haproxy sticky node nodecluster)" ;;
     esac
 }
 
@@ -197,7 +204,7 @@ why_missing() {
 
 port_of() {
     local i=0 s
-    for s in uring epoll ceiling nginx haproxy sticky; do
+    for s in uring epoll ceiling nginx haproxy sticky node nodecluster; do
         [ "$s" = "$1" ] && { echo $((BASE_PORT + 10 * i)); return; }
         i=$((i + 1))
     done
@@ -275,6 +282,35 @@ start_sticky() {
     METRICS=
     start "$WORK/sticky.log" env PORT="$PORT" WORKERS=2 NODE_PATH="$STICKY_DIR/node_modules" \
         node "$HERE/sticky/app.js"
+    MAIN=$LAST_PID
+    DISPATCHER=$LAST_PID
+    wait_http "$PORT" || return 1
+    local i
+    for ((i = 0; i < 50; i++)); do
+        WORKERS=$(children "$MAIN")
+        [ "$(echo "$WORKERS" | wc -w)" -ge 2 ] && break
+        sleep 0.1
+    done
+}
+
+# Node workers under stickyd, through Node's IPC channel.
+start_node() {
+    PORT=$(port_of node)
+    METRICS=$((PORT + 1))
+    start "$WORK/node.log" env PORT="$PORT" "$STICKYD" --listen "127.0.0.1:$PORT" --ipc node \
+        --key header:x-forwarded-for --workers 2 --metrics "127.0.0.1:$METRICS" --grace 2s \
+        $STICKYD_ARGS -- node "$HERE/node/app.js"
+    MAIN=$LAST_PID
+    DISPATCHER=$LAST_PID
+    wait_http "$PORT" || return 1
+    WORKERS=$(children "$MAIN")
+}
+
+# Node's own cluster, round-robin: not sticky, the Node ceiling.
+start_nodecluster() {
+    PORT=$(port_of nodecluster)
+    METRICS=
+    start "$WORK/nodecluster.log" env MODE=cluster PORT="$PORT" WORKERS=2 node "$HERE/node/app.js"
     MAIN=$LAST_PID
     DISPATCHER=$LAST_PID
     wait_http "$PORT" || return 1
@@ -450,6 +486,8 @@ report() {
         label["nginx"] = "nginx, hash consistent, 1 worker"
         label["haproxy"] = "HAProxy, hdr() consistent, 1 thread"
         label["sticky"] = "sticky-session-custom, Node cluster"
+        label["node"] = "Node workers, stickyd --ipc node"
+        label["nodecluster"] = "Node cluster round-robin (not sticky)"
     }
     {
         k = $1 SUBSEP $2; s = $6 / 1e6; conns = $4
@@ -513,6 +551,12 @@ report() {
                 ratio(u, median("haproxy" SUBSEP "w" w SUBSEP "rate")), \
                 ratio(u, median("sticky" SUBSEP "w" w SUBSEP "rate")), \
                 ratio(median("epoll" SUBSEP "w" w SUBSEP "rate"), u)
+        }
+        for (w = 1; w <= 2; w++) {
+            u = median("node" SUBSEP "w" w SUBSEP "rate")
+            if (u > 0) printf "W%d  Node workers: stickyd --ipc node vs sticky-session-custom %s, vs Node cluster round-robin %s\n", w, \
+                ratio(u, median("sticky" SUBSEP "w" w SUBSEP "rate")), \
+                ratio(u, median("nodecluster" SUBSEP "w" w SUBSEP "rate"))
         }
         up = median("uring" SUBSEP "w1" SUBSEP "p99"); cp = median("ceiling" SUBSEP "w1" SUBSEP "p99")
         if (up > 0 && cp > 0) printf "W1  p99: uring %.2f ms, ceiling %.2f ms (%s)\n", up, cp, ratio(up, cp)

@@ -7,8 +7,12 @@
 //! travels by `SCM_RIGHTS` beside a `{"cmd":"NODE_HANDLE",...}` line, one handle per `sendmsg`
 //! (Node's `lib/internal/child_process.js`: each chunk it reads carries at most one handle).
 //! With `NODE_UNIQUE_ID` it is a `cluster` worker: it says `{"cmd":"NODE_CLUSTER","act":
-//! "online"}` first, answers every handle with `NODE_HANDLE_ACK` (or `NODE_HANDLE_NACK` when
-//! the fd did not arrive), and exits at once when its channel closes.
+//! "online"}` first (before the application's code has run), answers every handle with
+//! `NODE_HANDLE_ACK` (or `NODE_HANDLE_NACK` when the fd did not arrive), and exits at once when
+//! its channel closes. The `stickyd` npm package says `{"cmd":"NODE_STICKYD","act":"ready"}`
+//! when the application first hands it a server (`listen(server, port)`): that is the
+//! worker's readiness, so that no connection reaches a worker whose application is not
+//! listening yet.
 //!
 //! What stickyd sends are internal messages (`cmd` starting with `NODE_`): Node gives them to
 //! `process.on('internalMessage')`, where the `stickyd` npm package (`worker-sdk/node/`) takes
@@ -42,7 +46,9 @@ const ENOTSUP: i32 = -95;
 /// What a Node worker said.
 #[derive(Debug, PartialEq)]
 pub enum FromNode {
-    /// `{"cmd":"NODE_CLUSTER","act":"online"}`: the worker is ready.
+    /// `{"cmd":"NODE_STICKYD","act":"ready"}`: the application listens; the worker is ready.
+    Ready,
+    /// `{"cmd":"NODE_CLUSTER","act":"online"}`: Node is up (the application may not be).
     Online,
     /// `NODE_HANDLE_ACK`: the oldest handle not yet answered arrived (and is the worker's).
     HandleAck,
@@ -101,6 +107,13 @@ pub fn decode(line: &[u8]) -> Result<FromNode, DecodeError> {
         Some("NODE_HANDLE_ACK") => Ok(FromNode::HandleAck),
         Some("NODE_HANDLE_NACK") => Ok(FromNode::HandleNack),
         Some("NODE_HANDLE") => Ok(FromNode::Handle),
+        Some("NODE_STICKYD") => match value.get("act").and_then(Value::as_str) {
+            Some("ready") => Ok(FromNode::Ready),
+            other => Err(DecodeError::UnknownCmd(format!(
+                "NODE_STICKYD {}",
+                other.unwrap_or("(no act)")
+            ))),
+        },
         Some("NODE_CLUSTER") => {
             let act = value.get("act").and_then(Value::as_str).unwrap_or("");
             match act {
@@ -350,6 +363,14 @@ mod tests {
             decode(br#"{"cmd":"NODE_CLUSTER","act":"online","seq":0}"#),
             Ok(FromNode::Online)
         );
+        assert_eq!(
+            decode(br#"{"cmd":"NODE_STICKYD","act":"ready"}"#),
+            Ok(FromNode::Ready)
+        );
+        assert!(matches!(
+            decode(br#"{"cmd":"NODE_STICKYD","act":"conn"}"#),
+            Err(DecodeError::UnknownCmd(_))
+        ));
         assert_eq!(
             decode(br#"{"cmd":"NODE_CLUSTER","act":"listening","seq":2}"#),
             Ok(FromNode::Cluster("listening".into()))

@@ -168,7 +168,7 @@ impl<C> Core<C> {
         if slot.pid.is_some() && !shutting_down && slot.kill_at.is_none() {
             // A worker without its channel is of no use: end it, so that its slot gets a new
             // one.
-            debug!("worker {w} closed its channel but runs on: SIGTERM");
+            debug!("worker {w} closed its channel (no exit seen yet): SIGTERM");
             slot.kill_at = Some(now + KILL_AFTER);
             self.actions.push_back(Action::End(w, Signal::Term));
         }

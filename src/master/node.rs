@@ -73,7 +73,10 @@ impl Master {
         let mut close_asked = None;
         while let Some(message) = node.lines.next_message() {
             match message {
-                Ok(FromNode::Online) => self.core.hello(w, w, pid),
+                Ok(FromNode::Ready) => self.core.hello(w, w, pid),
+                Ok(FromNode::Online) => {
+                    debug!("worker {w} (pid {pid}): Node is online; ready once it listens");
+                }
                 Ok(FromNode::HandleAck) => self.core.ack_oldest(w, true),
                 Ok(FromNode::HandleNack) => self.core.ack_oldest(w, false),
                 Ok(FromNode::QueryServer { seq, port, data }) => {

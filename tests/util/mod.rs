@@ -110,29 +110,51 @@ impl Stickyd {
 
     /// Starts `cmd` (stickyd, or a program that execs it) with its stderr read into the log,
     /// and waits for `expected` `listening on` lines.
-    pub fn launch(mut cmd: Command, expected: usize) -> Stickyd {
+    pub fn launch(cmd: Command, expected: usize) -> Stickyd {
+        Self::launch_inner(cmd, expected, false)
+    }
+
+    /// As [`Stickyd::launch`], with stdout (which the workers inherit) read into the log too:
+    /// for workers that log with `console.log`.
+    pub fn launch_with_stdout(cmd: Command, expected: usize) -> Stickyd {
+        Self::launch_inner(cmd, expected, true)
+    }
+
+    fn launch_inner(mut cmd: Command, expected: usize, with_stdout: bool) -> Stickyd {
         cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(if with_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped());
         if !cmd.get_envs().any(|(k, _)| k == "RUST_LOG") {
             cmd.env("RUST_LOG", "debug");
         }
         let mut child = cmd.spawn().expect("start stickyd");
         let pid = child.id();
-        let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[stickyd {pid}] {line}");
-                sink.lock().unwrap().push(line.clone());
-                if tx.send(line).is_err() {
-                    // Nobody waits for lines any more; keep draining stderr.
+        let mut streams: Vec<(Box<dyn Read + Send>, &'static str)> =
+            vec![(Box::new(child.stderr.take().expect("stderr")), "")];
+        if let Some(stdout) = child.stdout.take() {
+            streams.push((Box::new(stdout), " stdout"));
+        }
+        for (stream, label) in streams {
+            let sink = Arc::clone(&log);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("[stickyd {pid}{label}] {line}");
+                    sink.lock().unwrap().push(line.clone());
+                    if tx.send(line).is_err() {
+                        // Nobody waits for lines any more; keep draining the stream.
+                    }
                 }
-            }
-        });
+            });
+        }
+        drop(tx);
         let mut s = Stickyd {
             child: Some(child),
             pid,
@@ -681,4 +703,56 @@ impl NotifySocket {
             .expect("a notification within the timeout");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
+}
+
+/// A command that starts stickyd with `listeners` passed by socket activation, as systemd
+/// does (the sockets at fd 3, 4, ..., `LISTEN_FDS`, `LISTEN_FDNAMES` their names, `LISTEN_PID`
+/// the pid that execs stickyd): the test binds port 0 itself and knows each port before
+/// stickyd starts, so its workers can be told (stickyd still prints a `listening on` line for
+/// each). Start it with [`Stickyd::launch`] and `listeners.len()` expected lines.
+pub fn activated_command(listeners: &[(&str, &std::net::TcpListener)], args: &[&str]) -> Command {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::unix::process::CommandExt;
+
+    // Copies numbered 100 or above (close-on-exec), so that moving several fds down to 3, 4,
+    // ... in the child cannot overwrite one still to be moved.
+    let copies: Vec<OwnedFd> = listeners
+        .iter()
+        .map(|(_, l)| {
+            // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd that nothing else owns.
+            let copy = unsafe { libc::fcntl(l.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+            assert!(
+                copy >= 100,
+                "fcntl(F_DUPFD_CLOEXEC): {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: just created, owned by nobody else.
+            unsafe { OwnedFd::from_raw_fd(copy) }
+        })
+        .collect();
+    let names: Vec<&str> = listeners.iter().map(|(name, _)| *name).collect();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+        .arg(stickyd_bin())
+        .args(with_test_backend(args))
+        .env("LISTEN_FDS", listeners.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .env_remove("NOTIFY_SOCKET");
+    let raw: Vec<RawFd> = copies.iter().map(AsRawFd::as_raw_fd).collect();
+    let place = move || -> std::io::Result<()> {
+        // Keeps the copies open until the command is dropped, after the spawn.
+        let _ = &copies;
+        for (i, &fd) in raw.iter().enumerate() {
+            // SAFETY: dup2 onto 3 + i, an fd number below 100 that the sources (all 100 or
+            // above) cannot be; the new fd is not close-on-exec. Async-signal-safe.
+            if unsafe { libc::dup2(fd, 3 + i as RawFd) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls dup2, which is async-signal-safe, and allocates nothing.
+    unsafe { cmd.pre_exec(place) };
+    cmd
 }

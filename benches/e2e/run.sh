@@ -25,6 +25,13 @@
 #   URING_CALLS=1   count io_uring_enter calls per connection for stickyd uring (perf, or strace)
 #   STICKYD_ARGS="--threads 2"   more stickyd flags (both backends), e.g. dispatcher threads
 #   WORK=DIR        where logs, configs and raw results go (default: a new /tmp/stickyd-e2e.*)
+#   PLACEMENT=same  same: every system under test runs in this script's session, as wrk does;
+#                   own: each is started with setsid, in a session (and, with
+#                   kernel.sched_autogroup_enabled=1, a scheduling group) of its own, as a
+#                   service manager starts it. The report says which.
+#   THREADS_SWEEP="1 2 4 8 16"   after the systems, stickyd uring under W1 with --threads N
+#                   for each N: conn/s, master CPU and the busiest thread's CPU per
+#                   connection, as a table and as an SVG plot ($WORK/threads.svg)
 #
 # Not run by CI or `cargo test`. Every process it starts is stopped on exit; everything binds
 # 127.0.0.1 only; every wait is bounded. The load generator shares the machine's cores with the
@@ -46,6 +53,8 @@ INSTALL=${INSTALL:-1}
 BUILD=${BUILD:-1}
 STICKYD_ARGS=${STICKYD_ARGS:-}
 URING_CALLS=${URING_CALLS:-1}
+PLACEMENT=${PLACEMENT:-same}
+THREADS_SWEEP=${THREADS_SWEEP:-}
 STICKY_VERSION=1.2.1
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,11 +86,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# start LOG CMD...: runs CMD in the background; its pid in $LAST_PID.
+# start LOG CMD...: runs CMD in the background; its pid in $LAST_PID. With PLACEMENT=own, in a
+# session of its own (setsid execs in place: the pid is the command's).
 start() {
     local log=$1
     shift
-    "$@" >"$log" 2>&1 &
+    if [ "$PLACEMENT" = own ]; then
+        setsid "$@" >"$log" 2>&1 &
+    else
+        "$@" >"$log" 2>&1 &
+    fi
     LAST_PID=$!
     STARTED+=("$LAST_PID")
 }
@@ -343,6 +357,23 @@ ticks() {
 # busy_ticks: the whole machine's non-idle ticks.
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
+# thread_ticks PID...: "TID TICKS" for every thread of these processes.
+thread_ticks() {
+    local pid t
+    for pid in "$@"; do
+        for t in /proc/"$pid"/task/*; do
+            awk -v tid="${t##*/}" '{ sub(/^.*\) /, ""); print tid, $12 + $13 }' "$t/stat" \
+                2>/dev/null || true
+        done
+    done
+}
+
+# busiest BEFORE AFTER: the largest tick delta of one thread between two thread_ticks outputs.
+busiest() {
+    awk 'NR == FNR { t[$1] = $2; next } { d = $2 - t[$1]; if (d > m) m = d } END { print m + 0 }' \
+        <(echo "$1") <(echo "$2")
+}
+
 # dispatched: stickyd's dispatched counter, summed over workers and listeners (0 if none).
 dispatched() {
     [ -n "$METRICS" ] || { echo 0; return; }
@@ -366,12 +397,16 @@ wrk_run() {
 # measure SYSTEM WORKLOAD REP: one measured run, one row in $RESULTS.
 measure() {
     local sys=$1 workload=$2 rep=$3 out=$WORK/$1-$2-$3.out
-    local d0 w0 b0 n0 d1 w1 b1 n1
+    local d0 w0 b0 n0 d1 w1 b1 n1 t0 t1
     # shellcheck disable=SC2086
     d0=$(ticks $DISPATCHER) w0=$(ticks $WORKERS) b0=$(busy_ticks) n0=$(dispatched)
+    # shellcheck disable=SC2086
+    t0=$(thread_ticks $DISPATCHER)
     wrk_run "$workload" "$DURATION" "$out"
     # shellcheck disable=SC2086
     d1=$(ticks $DISPATCHER) w1=$(ticks $WORKERS) b1=$(busy_ticks) n1=$(dispatched)
+    # shellcheck disable=SC2086
+    t1=$(thread_ticks $DISPATCHER)
     local result cpu
     result=$(grep '^RESULT' "$out" || true)
     cpu=$(awk '/^CPU / { print $2 + $3 }' "$out")
@@ -382,13 +417,14 @@ measure() {
     # RESULT requests= bytes= duration_us= p50_us= p99_us= errors= non2xx=
     echo "$result" | awk -v sys="$sys" -v wl="$workload" -v rep="$rep" -v hz="$HZ" \
         -v disp=$((d1 - d0)) -v work=$((w1 - w0)) -v busy=$((b1 - b0)) -v wrkcpu="${cpu:-0}" \
-        -v dispatched=$((n1 - n0)) '
+        -v dispatched=$((n1 - n0)) -v top="$(busiest "$t0" "$t1")" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); r[kv[1]] = kv[2] } }
         END {
             # %.0f, not %d: in mawk, %d stops at 2^31 - 1 (bytes go past it).
-            printf "%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\n",
+            printf "%s\t%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\n",
                 sys, wl, rep, r["requests"], r["bytes"], r["duration_us"], r["p99_us"],
-                r["errors"], r["non2xx"], disp / hz, work / hz, wrkcpu, busy / hz, dispatched
+                r["errors"], r["non2xx"], disp / hz, work / hz, wrkcpu, busy / hz, dispatched,
+                top / hz
         }' >>"$RESULTS"
     tail -n 1 "$RESULTS" | awk -F'\t' '{
         s = $6 / 1e6
@@ -463,6 +499,88 @@ uring_calls() {
             printf "%.3f calls per dispatched connection (%.0f calls, %.0f connections; %s)", c / n, c, n, tool
         }')
     fi
+}
+
+# threads_sweep: stickyd uring under W1 with --threads N for each N of THREADS_SWEEP, RUNS times
+# (the counts alternating within each repetition); rows "tN" in $RESULTS.
+threads_sweep() {
+    [ -n "$THREADS_SWEEP" ] || return 0
+    local n rep saved=$STICKYD_ARGS
+    for ((rep = 1; rep <= RUNS; rep++)); do
+        say "threads sweep, repetition $rep of $RUNS: --threads $THREADS_SWEEP"
+        for n in $THREADS_SWEEP; do
+            STICKYD_ARGS="$saved --threads $n"
+            if ! start_stickyd uring; then
+                say "  stickyd --threads $n did not start (see $WORK/uring.log)"
+                stop_system
+                continue
+            fi
+            wrk_run w1 "$WARMUP" "$WORK/t$n-warmup-$rep.out"
+            measure "t$n" w1 "$rep"
+            stop_system
+        done
+    done
+    STICKYD_ARGS=$saved
+}
+
+# sweep_report: the sweep's table, and its plot in $WORK/threads.svg.
+sweep_report() {
+    [ -n "$THREADS_SWEEP" ] || return 0
+    awk -F'\t' -v sweep="$THREADS_SWEEP" -v svg="$WORK/threads.svg" '
+    function median(key,    n, i, j, t, a) {
+        n = cnt[key]
+        if (n == 0) return -1
+        for (i = 1; i <= n; i++) a[i] = val[key, i]
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
+    $1 ~ /^t[0-9]+$/ && $2 == "w1" {
+        n = substr($1, 2); s = $6 / 1e6
+        add(n SUBSEP "rate", $4 / s)
+        if ($14 > 0) { add(n SUBSEP "master", $10 / $14 * 1e6); add(n SUBSEP "top", $15 / $14 * 1e6) }
+    }
+    END {
+        k = split(sweep, ns, " ")
+        printf "\nThreads sweep: stickyd uring, W1, --threads N (medians)\n"
+        printf "| threads | conn/s | vs 1 thread | stickyd CPU us/conn | busiest thread us/conn |\n"
+        printf "| ---: | ---: | ---: | ---: | ---: |\n"
+        base = median(ns[1] SUBSEP "rate"); maxr = 0
+        for (i = 1; i <= k; i++) {
+            r = median(ns[i] SUBSEP "rate")
+            if (r < 0) continue
+            if (r > maxr) maxr = r
+            printf "| %d | %.0f | %s | %.1f | %.1f |\n", ns[i], r, \
+                (base > 0) ? sprintf("%.2fx", r / base) : "n/a", \
+                median(ns[i] SUBSEP "master"), median(ns[i] SUBSEP "top")
+        }
+        # The plot: conn/s against threads, one point per count, on a 640x360 canvas.
+        w = 640; h = 360; l = 70; b = 40; t = 20; rgt = 20
+        printf "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" font-size=\"12\">\n", w, h > svg
+        printf "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n" > svg
+        printf "<text x=\"%d\" y=\"14\">stickyd uring, W1: connections per second by --threads</text>\n", l > svg
+        printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", l, h - b, w - rgt, h - b > svg
+        printf "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n", l, t, l, h - b > svg
+        top = maxr > 0 ? maxr * 1.1 : 1
+        for (g = 0; g <= 4; g++) {
+            y = h - b - (h - b - t) * g / 4
+            printf "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">%.0f</text>\n", l - 6, y + 4, top * g / 4 > svg
+        }
+        pts = ""
+        for (i = 1; i <= k; i++) {
+            x = (k > 1) ? l + (w - l - rgt) * (i - 1) / (k - 1) : l + (w - l - rgt) / 2
+            printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%d</text>\n", x, h - b + 16, ns[i] > svg
+            r = median(ns[i] SUBSEP "rate")
+            if (r < 0) continue
+            y = h - b - (h - b - t) * r / top
+            pts = pts sprintf("%.1f,%.1f ", x, y)
+            printf "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"steelblue\"/>\n", x, y > svg
+        }
+        printf "<polyline points=\"%s\" fill=\"none\" stroke=\"steelblue\" stroke-width=\"2\"/>\n", pts > svg
+        printf "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">--threads</text>\n", (l + w - rgt) / 2, h - 6 > svg
+        printf "</svg>\n" > svg
+        printf "plot: %s\n", svg
+    }' "$RESULTS"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -607,6 +725,7 @@ main() {
         done
     done
     uring_calls
+    threads_sweep
 
     echo
     echo "stickyd end-to-end benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -616,9 +735,11 @@ main() {
         "pause before W2), systems alternating; wrk -t$THREADS, -c$CONNS_W1 (W1) / -c$CONNS_W2 (W2)," \
         "2 workers everywhere; stickyd with --metrics on"
     echo "the load generator shares the $(nproc) cores with the system under test"
+    echo "placement: $PLACEMENT ($([ "$PLACEMENT" = own ] && echo "each system under test in a session of its own (setsid)" || echo "the systems under test in the same session as wrk")); kernel.sched_autogroup_enabled=$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null || echo n/a)"
     echo "peers: $(versions)"
     report
     echo "io_uring_enter (stickyd uring master): $URING_RESULT"
+    sweep_report
 }
 
 versions() {

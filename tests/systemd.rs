@@ -4,59 +4,10 @@
 mod util;
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::Stdio;
 
 use util::*;
-
-/// A copy of `fd` numbered 100 or above (close-on-exec), so that moving several fds down to
-/// 3, 4, ... in the child cannot overwrite one still to be moved.
-fn high_copy(fd: RawFd) -> OwnedFd {
-    // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd that nothing else owns.
-    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
-    assert!(
-        copy >= 100,
-        "fcntl(F_DUPFD_CLOEXEC): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: just created, owned by nobody else.
-    unsafe { OwnedFd::from_raw_fd(copy) }
-}
-
-/// A command that starts stickyd as systemd does: `fds` at 3, 4, ... and `LISTEN_PID` the
-/// pid that execs stickyd (bash's `$$`, which `exec` keeps). `listen_pid` overrides it.
-fn activated(fds: &[RawFd], listen_pid: Option<&str>, args: &[&str]) -> Command {
-    let copies: Vec<OwnedFd> = fds.iter().map(|&fd| high_copy(fd)).collect();
-    let script = match listen_pid {
-        Some(pid) => format!("LISTEN_PID={pid} exec \"$0\" \"$@\""),
-        None => "LISTEN_PID=$$ exec \"$0\" \"$@\"".to_owned(),
-    };
-    let mut cmd = Command::new("bash");
-    cmd.arg("-c")
-        .arg(script)
-        .arg(stickyd_bin())
-        .args(with_test_backend(args))
-        .env("LISTEN_FDS", fds.len().to_string())
-        .env_remove("LISTEN_FDNAMES")
-        .env_remove("NOTIFY_SOCKET");
-    let raw: Vec<RawFd> = copies.iter().map(AsRawFd::as_raw_fd).collect();
-    let place = move || -> std::io::Result<()> {
-        // Keeps the copies open until the command is dropped, after the spawn.
-        let _ = &copies;
-        for (i, &fd) in raw.iter().enumerate() {
-            // SAFETY: dup2 onto 3 + i, an fd number below 100 that the sources (all 100 or
-            // above) cannot be; the new fd is not close-on-exec. Async-signal-safe.
-            if unsafe { libc::dup2(fd, 3 + i as RawFd) } < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only calls dup2, which is async-signal-safe, and allocates nothing.
-    unsafe { cmd.pre_exec(place) };
-    cmd
-}
 
 fn listener() -> (TcpListener, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -71,7 +22,7 @@ fn serves_the_sockets_systemd_passes_and_tells_it_when_ready_and_stopping() {
     let notify = NotifySocket::at_path("systemd-activated");
     // `--listen web=...` takes the socket named web (its address here does not matter);
     // `admin`, which no --listen names, is served under its own name.
-    let mut cmd = activated(
+    let mut cmd = activated_fds(
         &[web.as_raw_fd(), admin.as_raw_fd()],
         None,
         &["--listen", "web=127.0.0.1:1", "--workers", "2"],
@@ -140,7 +91,7 @@ fn an_abstract_notify_socket_hears_ready_too() {
 #[test]
 fn without_listen_the_passed_sockets_replace_the_default_address() {
     let (sock, addr) = listener();
-    let cmd = activated(&[sock.as_raw_fd()], None, &["--workers", "1"]);
+    let cmd = activated_fds(&[sock.as_raw_fd()], None, &["--workers", "1"]);
     let s = Stickyd::launch(cmd, 1);
     drop(sock);
     // No LISTEN_FDNAMES: systemd's sockets get positional names; 127.0.0.1:3000 is not bound.
@@ -151,7 +102,7 @@ fn without_listen_the_passed_sockets_replace_the_default_address() {
 
 /// Runs stickyd activated with `fd` at fd 3; returns its exit code and stderr.
 fn run_activated(fd: RawFd, listen_pid: Option<&str>) -> (Option<i32>, String) {
-    let out = activated(
+    let out = activated_fds(
         &[fd],
         listen_pid,
         &["--listen", "127.0.0.1:0", "--workers", "1"],
@@ -196,7 +147,7 @@ fn sockets_passed_to_another_pid_are_not_taken() {
     // LISTEN_PID names another process (as when a parent's variables leak to a child): the
     // fd is left alone and --listen is bound as usual. A SIGTERM ends it once it listens.
     let file = std::fs::File::open("/proc/self/stat").unwrap();
-    let cmd = activated(
+    let cmd = activated_fds(
         &[file.as_raw_fd()],
         Some("1"),
         &["--listen", "127.0.0.1:0", "--workers", "1"],
@@ -214,7 +165,7 @@ fn an_activated_master_hands_its_sockets_and_systemd_over_to_its_successor() {
     let mut successors = Successors::default();
     let (web, web_addr) = listener();
     let notify = NotifySocket::at_path("systemd-upgrade");
-    let mut cmd = activated(&[web.as_raw_fd()], None, &["--workers", "2"]);
+    let mut cmd = activated_fds(&[web.as_raw_fd()], None, &["--workers", "2"]);
     cmd.env("LISTEN_FDNAMES", "web")
         .env("NOTIFY_SOCKET", &notify.name);
     let mut s = Stickyd::launch(cmd, 1);

@@ -120,6 +120,16 @@ stop_pid() {
 
 children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 
+# wait_children: the two workers of a Node cluster's primary $MAIN in WORKERS (5 s at most).
+wait_children() {
+    local i
+    for ((i = 0; i < 50; i++)); do
+        WORKERS=$(children "$MAIN")
+        [ "$(echo "$WORKERS" | wc -w)" -ge 2 ] && break
+        sleep 0.1
+    done
+}
+
 # wait_http PORT: until a request with an X-Forwarded-For is answered 200 (10 s at most).
 wait_http() {
     local i
@@ -299,12 +309,7 @@ start_sticky() {
     MAIN=$LAST_PID
     DISPATCHER=$LAST_PID
     wait_http "$PORT" || return 1
-    local i
-    for ((i = 0; i < 50; i++)); do
-        WORKERS=$(children "$MAIN")
-        [ "$(echo "$WORKERS" | wc -w)" -ge 2 ] && break
-        sleep 0.1
-    done
+    wait_children
 }
 
 # Node workers under stickyd, through Node's IPC channel.
@@ -328,12 +333,7 @@ start_nodecluster() {
     MAIN=$LAST_PID
     DISPATCHER=$LAST_PID
     wait_http "$PORT" || return 1
-    local i
-    for ((i = 0; i < 50; i++)); do
-        WORKERS=$(children "$MAIN")
-        [ "$(echo "$WORKERS" | wc -w)" -ge 2 ] && break
-        sleep 0.1
-    done
+    wait_children
 }
 
 stop_system() {
@@ -501,6 +501,18 @@ uring_calls() {
     fi
 }
 
+# The awk functions both reports use: values added under a key, and their median.
+AWK_MEDIAN='
+    function median(key,    n, i, j, t, a) {
+        n = cnt[key]
+        if (n == 0) return -1
+        for (i = 1; i <= n; i++) a[i] = val[key, i]
+        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
+'
+
 # threads_sweep: stickyd uring under W1 with --threads N for each N of THREADS_SWEEP, RUNS times
 # (the counts alternating within each repetition); rows "tN" in $RESULTS.
 threads_sweep() {
@@ -526,15 +538,7 @@ threads_sweep() {
 # sweep_report: the sweep's table, and its plot in $WORK/threads.svg.
 sweep_report() {
     [ -n "$THREADS_SWEEP" ] || return 0
-    awk -F'\t' -v sweep="$THREADS_SWEEP" -v svg="$WORK/threads.svg" '
-    function median(key,    n, i, j, t, a) {
-        n = cnt[key]
-        if (n == 0) return -1
-        for (i = 1; i <= n; i++) a[i] = val[key, i]
-        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
+    awk -F'\t' -v sweep="$THREADS_SWEEP" -v svg="$WORK/threads.svg" "$AWK_MEDIAN"'
     $1 ~ /^t[0-9]+$/ && $2 == "w1" {
         n = substr($1, 2); s = $6 / 1e6
         add(n SUBSEP "rate", $4 / s)
@@ -587,15 +591,7 @@ sweep_report() {
 # The report: medians over the runs, then the ratios.
 
 report() {
-    awk -F'\t' -v systems="$SYSTEMS" -v strays_file="$STRAYS" '
-    function median(key,    n, i, j, t, a) {
-        n = cnt[key]
-        if (n == 0) return -1
-        for (i = 1; i <= n; i++) a[i] = val[key, i]
-        for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
-        return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-    }
-    function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
+    awk -F'\t' -v systems="$SYSTEMS" -v strays_file="$STRAYS" "$AWK_MEDIAN"'
     function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
     BEGIN {
         while ((getline line < strays_file) > 0) { split(line, f, "\t"); stray[f[1]] = f[2] }

@@ -711,16 +711,32 @@ impl NotifySocket {
 /// stickyd starts, so its workers can be told (stickyd still prints a `listening on` line for
 /// each). Start it with [`Stickyd::launch`] and `listeners.len()` expected lines.
 pub fn activated_command(listeners: &[(&str, &std::net::TcpListener)], args: &[&str]) -> Command {
+    use std::os::fd::AsRawFd;
+    let fds: Vec<_> = listeners.iter().map(|(_, l)| l.as_raw_fd()).collect();
+    let names: Vec<&str> = listeners.iter().map(|(name, _)| *name).collect();
+    let mut cmd = activated_fds(&fds, None, args);
+    cmd.env("LISTEN_FDNAMES", names.join(":"));
+    cmd
+}
+
+/// A command that starts stickyd as systemd does: `fds` at 3, 4, ..., `LISTEN_FDS` their
+/// count, no `LISTEN_FDNAMES`, and `LISTEN_PID` the pid that execs stickyd (bash's `$$`, which
+/// `exec` keeps); `listen_pid` overrides it.
+pub fn activated_fds(
+    fds: &[std::os::fd::RawFd],
+    listen_pid: Option<&str>,
+    args: &[&str],
+) -> Command {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::os::unix::process::CommandExt;
 
     // Copies numbered 100 or above (close-on-exec), so that moving several fds down to 3, 4,
     // ... in the child cannot overwrite one still to be moved.
-    let copies: Vec<OwnedFd> = listeners
+    let copies: Vec<OwnedFd> = fds
         .iter()
-        .map(|(_, l)| {
+        .map(|&fd| {
             // SAFETY: F_DUPFD_CLOEXEC on a live fd returns a new fd that nothing else owns.
-            let copy = unsafe { libc::fcntl(l.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+            let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
             assert!(
                 copy >= 100,
                 "fcntl(F_DUPFD_CLOEXEC): {}",
@@ -730,14 +746,17 @@ pub fn activated_command(listeners: &[(&str, &std::net::TcpListener)], args: &[&
             unsafe { OwnedFd::from_raw_fd(copy) }
         })
         .collect();
-    let names: Vec<&str> = listeners.iter().map(|(name, _)| *name).collect();
+    let script = match listen_pid {
+        Some(pid) => format!("LISTEN_PID={pid} exec \"$0\" \"$@\""),
+        None => "LISTEN_PID=$$ exec \"$0\" \"$@\"".to_owned(),
+    };
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
-        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+        .arg(script)
         .arg(stickyd_bin())
         .args(with_test_backend(args))
-        .env("LISTEN_FDS", listeners.len().to_string())
-        .env("LISTEN_FDNAMES", names.join(":"))
+        .env("LISTEN_FDS", fds.len().to_string())
+        .env_remove("LISTEN_FDNAMES")
         .env_remove("NOTIFY_SOCKET");
     let raw: Vec<RawFd> = copies.iter().map(AsRawFd::as_raw_fd).collect();
     let place = move || -> std::io::Result<()> {

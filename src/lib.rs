@@ -13,7 +13,12 @@
 //! - [`proxy`]: the PROXY protocol header a balancer puts in front (pure).
 //! - [`verdict`]: a pending connection's fate: its PROXY header, then the key plan (pure).
 //! - [`config`] and [`cli`]: what the command line says.
-//! - `master`: the io_uring event loop that drives all of it, and the worker processes.
+//! - `dispatch`: the master's rules (where a connection goes, when it waits, what each
+//!   worker is told, when workers start and end) as a state machine without I/O, with its
+//!   deterministic simulator.
+//! - `master`: the io_uring (or epoll) event loop that feeds those rules what the kernel says
+//!   and carries out what they decide, and the worker processes.
+//! - [`node_ipc`]: the lines of Node's IPC channel, for Node workers (`--ipc node`).
 //! - [`threads`]: threads of the embedding process as the workers, instead of processes.
 //!
 //! ```no_run

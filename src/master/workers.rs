@@ -208,8 +208,9 @@ impl Master {
             };
             let data = msg.data_mut();
             data.clear();
-            if let Some(encoder) = &self.node {
-                // Node's channel: one line per message, a handle beside its line.
+            // Node's channel (a worker stickyd started with `--ipc node`; an attached worker
+            // speaks the native protocol): one line per message, a handle beside its line.
+            if let Some(encoder) = self.node.as_ref().filter(|_| io.node.is_some()) {
                 if !matches!(out, Outgoing::Conns(_)) {
                     msg.set_fds(std::iter::empty());
                 }

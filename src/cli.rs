@@ -42,6 +42,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Check the flags and the configuration file without starting anything (like nginx -t):
+    /// print the effective configuration and exit 0, or exit 2 with what is wrong
+    #[arg(long)]
+    pub check: bool,
+
     /// Listen on ADDR (repeatable); NAME defaults to l0, l1, ... [default: 127.0.0.1:3000]
     #[arg(long = "listen", value_name = "[NAME=]ADDR")]
     pub listen: Vec<String>,
@@ -269,10 +274,17 @@ where
 {
     use clap::error::ErrorKind;
     match Cli::try_parse_from(args) {
-        Ok(cli) => match cli.into_config() {
-            Ok(config) => Parsed::Run(Box::new(config)),
-            Err(e) => Parsed::Bad(format!("stickyd: {e}")),
-        },
+        Ok(cli) => {
+            let check = cli.check;
+            match cli.into_config() {
+                Ok(config) if check => match crate::config::check::validate(&config) {
+                    Ok(()) => Parsed::Print(crate::config::check::describe(&config)),
+                    Err(e) => Parsed::Bad(format!("stickyd: {e}")),
+                },
+                Ok(config) => Parsed::Run(Box::new(config)),
+                Err(e) => Parsed::Bad(format!("stickyd: {e}")),
+            }
+        }
         Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             Parsed::Print(e.to_string())
         }

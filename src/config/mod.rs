@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::decide::KeyPlan;
 
+pub mod check;
 pub mod file;
 pub mod values;
 

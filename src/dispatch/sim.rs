@@ -5,17 +5,19 @@
 //! kernel would: clients arriving in the listen backlog and accepted only while the core says
 //! so, a front that finds keys (or falls back at the peek deadline), worker processes that say
 //! `HELLO` quickly, slowly, wrongly or never, read their channel, acknowledge (losing fds past
-//! their limit now and then), stall, crash and exit after a drain, restarts that fail, attached
-//! workers that come and go, thread workers, channel sends that fail for a while or for good,
-//! and signals. After every step it checks the invariants:
+//! their limit now and then), stall (a full channel keeps the send in flight), crash and exit
+//! after a drain, restarts that fail, children that cannot be waited for, bogus ACKs and second
+//! `HELLO`s, Node-channel workers (one connection per message, acknowledged as a whole),
+//! attached workers that come and go, thread workers, channel sends that fail for a while or
+//! for good, and signals. After every step it checks the invariants:
 //!
 //! - **Nothing lost, nothing twice**: every accepted connection is in exactly one place (the
 //!   front, the core, closed after its acknowledgement, or dropped); none is served by two
 //!   workers; an acknowledged one is never sent again; the master releases a connection only to
-//!   the worker that acknowledged it; no connection is dropped unless the sequence did something
-//!   that may cost one (a protocol violation, a lost fd with one worker left, a worker dying
-//!   during a shutdown, a thread worker dropped with connections queued, the shutdown's
-//!   backstop).
+//!   the worker that acknowledged it; a connection is dropped only for a reason that applies to
+//!   it at that moment ([`Sim::drop_allowed`]: it was sent to a worker that broke the protocol,
+//!   it was returned and no other worker is open, a shutdown has no worker left that was not
+//!   told to drain, or the shutdown's backstop).
 //! - **Stickiness**: a connection is served by its key's owner (rendezvous over all slots)
 //!   unless, between its accept and its service, the owner was excused: down for longer than
 //!   the respawn hold (or down at all where there is no hold: attached and thread workers, a

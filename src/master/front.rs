@@ -2,7 +2,7 @@
 //! known. A [`Front`] drives its listeners' accepts and its pending connections on the ring it
 //! is given, and puts each connection whose key is known in [`Front::routed`], for its owner
 //! to route: the master's own loop, or a dispatcher thread that passes them to the master
-//! (`--threads`, see [`super::threads`]).
+//! (`--threads`, see [`super::acceptors`]).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};

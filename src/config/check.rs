@@ -113,7 +113,7 @@ pub fn describe(config: &Config) -> String {
                 .collect();
             let _ = writeln!(out, "worker-command = [{}]", words.join(", "));
         }
-        None if config.attach.is_some() => {
+        None if config.attached_only() => {
             let _ = writeln!(out, "# no worker command: attached workers only");
         }
         None => {

@@ -82,6 +82,12 @@ pub struct ListenSpec {
 }
 
 impl Config {
+    /// Whether the workers are only those that attach (`--attach` and no worker command):
+    /// stickyd starts none.
+    pub fn attached_only(&self) -> bool {
+        self.attach.is_some() && self.worker_command.is_none()
+    }
+
     /// The key plan listener `i` routes by.
     pub fn plan_of(&self, i: usize) -> &KeyPlan {
         self.listeners

@@ -222,10 +222,9 @@ impl Master {
             Arc::clone(&metrics),
         );
         let upgrade = upgrade::Upgrade::new(&mut inherited, config.workers, metrics_copy);
-        let attached_only = attach.is_some() && config.worker_command.is_none();
         let start = match &threads {
             Some(_) => Start::Threads,
-            None if attached_only => Start::Attach {
+            None if config.attached_only() => Start::Attach {
                 reattach: upgrade
                     .is_successor()
                     .then(|| config.grace + attach::REATTACH_SLACK),
@@ -299,8 +298,7 @@ impl Master {
     /// Whether the master starts (and restarts) worker processes: not for thread workers, nor
     /// with `--attach` and no worker command.
     fn spawns_workers(&self) -> bool {
-        let attached_only = self.attach.is_some() && self.config.worker_command.is_none();
-        !self.in_process && !attached_only
+        !self.in_process && !self.config.attached_only()
     }
 
     fn worker_label(&self) -> String {

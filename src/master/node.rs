@@ -58,14 +58,9 @@ impl Master {
     pub(super) fn on_node_recv(&mut self, w: u32, msg: &mut InMsg) {
         let io = &mut self.io[w as usize];
         let pid = io.pid.unwrap_or(0);
-        let handles = msg.take_fds();
-        if !handles.is_empty() {
-            // Closed here, on drop: stickyd takes no handle from a worker.
-            warn!(
-                "worker {w} sent stickyd a handle (process.send(message, handle)): closed, not \
-                 taken"
-            );
-        }
+        // A handle the worker sent beside its `NODE_HANDLE` line (logged with the line, below)
+        // is closed here: stickyd takes none.
+        drop(msg.take_fds());
         let Some(node) = io.node.as_mut().filter(|n| !n.broken) else {
             return;
         };
@@ -96,7 +91,10 @@ impl Master {
                     debug!("worker {w}: cluster message '{act}' (nothing to do)");
                 }
                 Ok(FromNode::Handle) => {
-                    warn!("worker {w} sent a handle: stickyd takes none; closed");
+                    warn!(
+                        "worker {w} sent stickyd a handle (process.send(message, handle)): \
+                         closed, not taken"
+                    );
                 }
                 Ok(FromNode::User) => {
                     if !node.told_user {

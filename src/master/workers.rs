@@ -42,26 +42,27 @@ pub(super) struct WorkerIo {
 impl WorkerIo {
     /// A freshly started worker process, whose channel speaks `ipc`.
     fn process(worker: Spawned, ipc: Ipc) -> WorkerIo {
-        let io = WorkerIo {
-            pid: Some(worker.pid),
-            pidfd: Some(worker.pidfd),
-            ..WorkerIo::channel(worker.channel)
-        };
-        match ipc {
-            Ipc::Native => io,
+        let channel = match ipc {
+            Ipc::Native => WorkerIo::channel(worker.channel),
             // A stream of JSON lines, one handle per message, and a handle the worker might
             // send (received to be closed).
             Ipc::Node => WorkerIo {
+                channel: Some(worker.channel),
                 inbox: Some(InMsg::new(node::RECV_BUF, 1)),
                 msg: Some(OutMsg::with_capacity(512, 1)),
                 node: Some(NodeChannel::default()),
-                ..io
+                ..WorkerIo::default()
             },
+        };
+        WorkerIo {
+            pid: Some(worker.pid),
+            pidfd: Some(worker.pidfd),
+            ..channel
         }
     }
 
-    /// A channel, and the buffers to receive and send on it (only slots with a channel have
-    /// them).
+    /// A native channel, and the buffers to receive and send on it (only slots with a
+    /// channel have them).
     pub fn channel(channel: OwnedFd) -> WorkerIo {
         WorkerIo {
             channel: Some(channel),
@@ -206,60 +207,65 @@ impl Master {
             let Some(mut msg) = io.msg.take() else {
                 continue;
             };
-            let data = msg.data_mut();
-            data.clear();
             // Node's channel (a worker stickyd started with `--ipc node`; an attached worker
             // speaks the native protocol): one line per message, a handle beside its line.
-            if let Some(encoder) = self.node.as_ref().filter(|_| io.node.is_some()) {
-                if !matches!(out, Outgoing::Conns(_)) {
-                    msg.set_fds(std::iter::empty());
-                }
-                let data = msg.data_mut();
-                match out {
-                    Outgoing::Refused(reason) => crate::node_ipc::refused(reason, data),
-                    Outgoing::Welcome => encoder.welcome(w, self.config.workers, data),
-                    Outgoing::Conns(batch) => {
-                        debug_assert_eq!(batch.len(), 1, "one handle per Node message");
-                        for h in batch {
-                            encoder.conn(&h.rec, data);
-                        }
-                        msg.set_fds(batch.iter().map(|h| h.conn.as_fd()));
-                    }
-                    Outgoing::Drain => crate::node_ipc::drain(data),
-                }
-                self.ring
-                    .send_msg(channel.as_fd(), msg, Token::ChannelSend(w).encode());
-                continue;
-            }
-            match out {
+            let node = self.node.as_ref().filter(|_| io.node.is_some());
+            let data = msg.data_mut();
+            data.clear();
+            let handles = match out {
                 Outgoing::Refused(reason) => {
-                    wire::encode_refused(reason, data);
-                    msg.set_fds(std::iter::empty());
+                    match node {
+                        Some(_) => crate::node_ipc::refused(reason, data),
+                        None => wire::encode_refused(reason, data),
+                    }
+                    None
                 }
                 Outgoing::Welcome => {
-                    let welcome = Welcome {
-                        worker_id: w,
-                        workers: self.config.workers,
-                        listeners: self
-                            .front
-                            .listeners
-                            .iter()
-                            .map(|l| l.name.clone())
-                            .collect(),
-                    };
-                    wire::encode_welcome(&welcome, data);
-                    msg.set_fds(std::iter::empty());
+                    match node {
+                        Some(encoder) => encoder.welcome(w, self.config.workers, data),
+                        None => {
+                            let welcome = Welcome {
+                                worker_id: w,
+                                workers: self.config.workers,
+                                listeners: self
+                                    .front
+                                    .listeners
+                                    .iter()
+                                    .map(|l| l.name.clone())
+                                    .collect(),
+                            };
+                            wire::encode_welcome(&welcome, data);
+                        }
+                    }
+                    None
                 }
                 Outgoing::Conns(batch) => {
-                    self.records.clear();
-                    self.records.extend(batch.iter().map(|h| h.rec));
-                    wire::encode_conns(&self.records, data);
-                    msg.set_fds(batch.iter().map(|h| h.conn.as_fd()));
+                    match node {
+                        Some(encoder) => {
+                            debug_assert_eq!(batch.len(), 1, "one handle per Node message");
+                            for h in batch {
+                                encoder.conn(&h.rec, data);
+                            }
+                        }
+                        None => {
+                            self.records.clear();
+                            self.records.extend(batch.iter().map(|h| h.rec));
+                            wire::encode_conns(&self.records, data);
+                        }
+                    }
+                    Some(batch)
                 }
                 Outgoing::Drain => {
-                    wire::encode_drain(data);
-                    msg.set_fds(std::iter::empty());
+                    match node {
+                        Some(_) => crate::node_ipc::drain(data),
+                        None => wire::encode_drain(data),
+                    }
+                    None
                 }
+            };
+            match handles {
+                Some(batch) => msg.set_fds(batch.iter().map(|h| h.conn.as_fd())),
+                None => msg.set_fds(std::iter::empty()),
             }
             self.ring
                 .send_msg(channel.as_fd(), msg, Token::ChannelSend(w).encode());

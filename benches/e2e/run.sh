@@ -62,6 +62,8 @@ ROOT=$(cd "$HERE/../.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 STICKYD=$TARGET/release/stickyd
 HELLO=$TARGET/release/examples/hello_worker
+# hello_worker's connection code on a SO_REUSEPORT listener of its own (reuseport_worker.rs).
+BASELINE=$TARGET/release/examples/reuseport_worker
 WORK=${WORK:-$(mktemp -d /tmp/stickyd-e2e.XXXXXX)}
 mkdir -p "$WORK"
 RESULTS=$WORK/results.tsv
@@ -249,11 +251,11 @@ start_stickyd() {
 start_uring() { start_stickyd uring; }
 start_epoll() { start_stickyd epoll; }
 
-# start_backends BASE: hello_worker 0 on BASE+1, 1 on BASE+2 (each alone on its port).
+# start_backends BASE: hello_worker's worker 0 on BASE+1, 1 on BASE+2 (each alone on its port).
 start_backends() {
     local pids=() id
     for id in 0 1; do
-        start "$WORK/backend$id.log" "$HELLO" --listen "127.0.0.1:$(($1 + 1 + id))" --id "$id"
+        start "$WORK/backend$id.log" "$BASELINE" --listen "127.0.0.1:$(($1 + 1 + id))" --id "$id"
         pids+=("$LAST_PID")
         wait_http $(($1 + 1 + id)) || return 1
     done
@@ -266,7 +268,7 @@ start_ceiling() {
     DISPATCHER=
     local pids=() id
     for id in 0 1; do
-        start "$WORK/ceiling$id.log" "$HELLO" --listen "127.0.0.1:$PORT" --id "$id"
+        start "$WORK/ceiling$id.log" "$BASELINE" --listen "127.0.0.1:$PORT" --id "$id"
         pids+=("$LAST_PID")
     done
     WORKERS=${pids[*]}
@@ -692,7 +694,8 @@ main() {
         (cd "$ROOT" && cargo build --release --workspace --bins --examples) >"$WORK/build.log" 2>&1 ||
             { say "build failed (see $WORK/build.log)"; exit 1; }
     fi
-    [ -x "$STICKYD" ] && [ -x "$HELLO" ] || { say "no $STICKYD or $HELLO: build them first"; exit 1; }
+    [ -x "$STICKYD" ] && [ -x "$HELLO" ] && [ -x "$BASELINE" ] ||
+        { say "no $STICKYD, $HELLO or $BASELINE: build them first"; exit 1; }
     : >"$RESULTS"
     : >"$STRAYS"
     local load_before

@@ -23,7 +23,8 @@ pub fn stickyd_bin() -> PathBuf {
 }
 
 /// An example program built by `cargo build --workspace --examples` (the SDK's `hello_worker`
-/// and `long_poll`, the dispatcher's `path_token`).
+/// and `long_poll`, the dispatcher's `path_token`, the end-to-end benchmark's
+/// `reuseport_worker`).
 pub fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/examples/<name>

@@ -2,9 +2,11 @@
 //! [`tokio::net::TcpStream`]s.
 //!
 //! It drives the same [`Worker`] as the blocking API: the handshake is the blocking one, and
-//! every receive is [`Worker::try_recv`], called when the tokio reactor reports the channel
-//! readable. `try_recv` passes `MSG_DONTWAIT` on each call, so the channel's own file mode is
-//! left as it is and the blocking API keeps working on a `Worker` taken back out.
+//! every receive is [`Worker::try_recv`], called when the tokio reactor reports the worker's
+//! readiness fd ([`Worker::as_fd`](std::os::fd::AsFd::as_fd): an epoll instance watching every
+//! channel, extra channels included) readable. `try_recv` passes `MSG_DONTWAIT` on each call,
+//! so the channels' own file mode is left as it is and the blocking API keeps working on a
+//! `Worker` taken back out.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -56,11 +58,12 @@ use crate::worker::Worker;
 #[derive(Debug)]
 pub struct AsyncWorker {
     worker: Worker,
-    /// A close-on-exec duplicate of the worker's channel fd, registered with the reactor for
-    /// readability. Owning a duplicate keeps the registration independent of `Worker`'s
-    /// internals: it watches the same socket for as long as this value lives.
-    channel: AsyncFd<OwnedFd>,
-    /// The runtime the channel is registered with; received streams join it too.
+    /// A close-on-exec duplicate of the worker's readiness fd (the epoll instance that watches
+    /// its channels), registered with the reactor for readability. Owning a duplicate keeps
+    /// the registration independent of `Worker`'s internals: it watches the same epoll
+    /// instance for as long as this value lives.
+    readiness: AsyncFd<OwnedFd>,
+    /// The runtime the readiness fd is registered with; received streams join it too.
     runtime: Handle,
 }
 
@@ -76,10 +79,11 @@ pub struct AsyncConnection {
 }
 
 impl AsyncWorker {
-    /// Registers a joined `worker`'s channel with the current tokio runtime.
+    /// Registers a joined `worker`'s readiness fd ([`Worker::as_fd`]) with the current tokio
+    /// runtime.
     ///
-    /// Fails if called outside a runtime, or if the channel cannot be duplicated or
-    /// registered. The channel's file mode is not changed.
+    /// Fails if called outside a runtime, or if the fd cannot be duplicated or registered.
+    /// The channels' file mode is not changed.
     ///
     /// # Panics
     ///
@@ -90,23 +94,26 @@ impl AsyncWorker {
         let duplicate = worker
             .as_fd()
             .try_clone_to_owned()
-            .map_err(|e| with_context("duplicating the channel fd", e))?;
+            .map_err(|e| with_context("duplicating the worker's readiness fd", e))?;
         // SAFETY: `duplicate` is an `OwnedFd`: its fd is open and `as_raw_fd` returns the same
         // number for as long as it lives, and only the `AsyncFd` that takes it can close it (on
         // drop or `into_inner`), so the registration never outlives the fd or sees it change.
-        let channel = unsafe { AsyncFd::register_with_interest(duplicate, Interest::READABLE) }
+        let readiness = unsafe { AsyncFd::register_with_interest(duplicate, Interest::READABLE) }
             .map_err(|e| {
-                with_context("registering the channel with the tokio runtime", e.into())
-            })?;
+            with_context(
+                "registering the readiness fd with the tokio runtime",
+                e.into(),
+            )
+        })?;
         Ok(AsyncWorker {
             worker,
-            channel,
+            readiness,
             runtime,
         })
     }
 
     /// Joins the master like [`Worker::from_env`] (`HELLO`, then a blocking wait for
-    /// `WELCOME`, once at start), then registers the channel like [`new`](AsyncWorker::new).
+    /// `WELCOME`, once at start), then registers it like [`new`](AsyncWorker::new).
     ///
     /// Call it inside a tokio runtime: outside one it fails with [`Error::Io`] before the
     /// handshake. [`Error::Refused`] carries the master's reason.
@@ -120,30 +127,32 @@ impl AsyncWorker {
         AsyncWorker::new(worker).map_err(io_error)
     }
 
-    /// Receives the next connection: `Some(Ok(conn))`, or `None` at the end (the master shut
-    /// its side after `DRAIN`, or went away). Waits without blocking the thread.
+    /// Receives the next connection, from whichever channel has one: `Some(Ok(conn))`, or
+    /// `None` at the end (every channel has ended: the master shut its side after `DRAIN`, or
+    /// went away). Waits without blocking the thread.
     ///
     /// An `Err` concerns one message or one connection, as with [`Worker::recv`]; later calls
-    /// go on. Cancel-safe: a connection is taken off the channel and returned within a single
+    /// go on. Cancel-safe: a connection is taken off a channel and returned within a single
     /// poll, so dropping the future (in `tokio::select!`, say) loses none.
     ///
-    /// The `ACK` for each `CONNS` message is sent as it is read; if the channel's send
-    /// buffer is full (a master that stopped reading), that send waits for room.
+    /// The `ACK` for each `CONNS` message is sent as it is read, on the channel it came from;
+    /// if that channel's send buffer is full (a master that stopped reading), that send waits
+    /// for room.
     pub async fn recv(&mut self) -> Option<io::Result<AsyncConnection>> {
         // Connections may already be queued in the worker (one `CONNS` carries up to 64) with
-        // nothing left to read on the socket: look before waiting for readiness. This does not
-        // clear the readiness tokio has cached, so no wake-up is lost.
+        // nothing left to read on the channels: look before waiting for readiness. This does
+        // not clear the readiness tokio has cached, so no wake-up is lost.
         match self.worker.try_recv() {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             got => return self.finish(got),
         }
         loop {
-            let mut guard = match self.channel.readable().await {
+            let mut guard = match self.readiness.readable().await {
                 Ok(guard) => guard,
-                Err(e) => return Some(Err(with_context("waiting for the channel", e))),
+                Err(e) => return Some(Err(with_context("waiting for the channels", e))),
             };
             // `try_io` clears the readiness only when `try_recv` says `WouldBlock`, that is
-            // when the worker's queue is empty and the socket has nothing to read.
+            // when the worker's queue is empty and no channel has anything to read.
             if let Ok(got) = guard.try_io(|_| self.worker.try_recv()) {
                 return self.finish(got);
             }
@@ -157,9 +166,9 @@ impl AsyncWorker {
         &self.worker
     }
 
-    /// Deregisters the channel and gives the [`Worker`] back, for the blocking API.
+    /// Deregisters the readiness fd and gives the [`Worker`] back, for the blocking API.
     pub fn into_worker(self) -> Worker {
-        drop(self.channel.into_inner());
+        drop(self.readiness.into_inner());
         self.worker
     }
 

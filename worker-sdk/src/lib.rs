@@ -17,8 +17,8 @@
 //!     let listeners = worker.listeners().to_vec();
 //!     eprintln!("worker {id} of {} ready, listeners {listeners:?}", worker.workers());
 //!
-//!     // Blocking; ends once the master has sent DRAIN and closed its side, after the
-//!     // connections already received.
+//!     // Blocking; ends once the master has sent DRAIN and closed its side of every
+//!     // channel, after the connections already received.
 //!     for conn in worker.incoming() {
 //!         let mut conn = match conn {
 //!             Ok(conn) => conn,
@@ -47,8 +47,16 @@
 //! }
 //! ```
 //!
+//! A master running several dispatcher threads (`--threads N`) gives each thread a channel of
+//! its own to every worker: the handshake's `HELLO` says this SDK takes them, and the master
+//! sends the extra channels over the first one right after `WELCOME`. The worker acknowledges
+//! each `CONNS` message on the channel it came from, and takes messages from the channels in
+//! turn; [`Worker::incoming`] ends once every channel has ended. All of this is inside the
+//! SDK: a receive loop looks the same with one channel or many.
+//!
 //! In an event loop (mio, epoll), register [`Worker::as_fd`](std::os::fd::AsFd::as_fd) for
-//! readability and call [`Worker::try_recv`] until it returns `WouldBlock`; see the
+//! readability once, right after the handshake (it is an epoll instance watching every channel,
+//! for readiness only), and call [`Worker::try_recv`] until it returns `WouldBlock`; see the
 //! `hello_worker` example. [`wire`] documents the channel protocol, for the master and for
 //! workers written in other languages.
 //!

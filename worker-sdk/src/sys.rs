@@ -242,3 +242,64 @@ fn collect_fds(msg: &libc::msghdr, fds: &mut Vec<OwnedFd>) {
         hdr = unsafe { libc::CMSG_NXTHDR(msg, hdr) };
     }
 }
+
+/// A new epoll instance, close-on-exec.
+pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: plain epoll_create1(2) call; the result is checked and owned at once.
+    let fd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+    // SAFETY: epoll_create1 succeeded: a new fd nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `fd` to the epoll instance `epoll`, level-triggered, for readability.
+pub(crate) fn epoll_add(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut event = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: fd.as_raw_fd() as u64,
+    };
+    // SAFETY: both fds are live borrowed fds and `event` is a valid epoll_event the kernel
+    // only reads.
+    check(unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            &mut event,
+        )
+    })?;
+    Ok(())
+}
+
+/// Removes `fd` from the epoll instance `epoll`.
+pub(crate) fn epoll_remove(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: both fds are live borrowed fds; EPOLL_CTL_DEL ignores the event argument, and a
+    // null pointer is accepted for it since Linux 2.6.9.
+    check(unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd.as_raw_fd(),
+            ptr::null_mut(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Waits until at least one of `fds` is readable (or has an error or hang-up pending).
+/// Returns early, without error, when a signal interrupts the wait.
+pub(crate) fn wait_readable(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` holds `pfds.len()` valid pollfds the kernel writes `revents` into, and
+    // the fds they name are borrowed for the whole call.
+    match check(unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) }) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(e),
+        _ => Ok(()),
+    }
+}

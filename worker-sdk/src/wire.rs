@@ -7,16 +7,27 @@
 //! | ------ | --------- | ---------------------------------------------------------- |
 //! | 0      | `version` | `u8`, always [`VERSION`] (1)                               |
 //! | 1      | `type`    | `u8`, a [`MsgType`]                                        |
-//! | 2      | `count`   | `u16`, records in `WELCOME`, `CONNS`, `ACK`; 0 otherwise   |
+//! | 2      | `count`   | `u16`, records in `WELCOME`, `CONNS`, `ACK`; fds in `CHANNELS`; flags in `HELLO`; 0 otherwise |
 //!
 //! | type | name      | direction       | payload after the header                              |
 //! | ---- | --------- | --------------- | ----------------------------------------------------- |
-//! | 1    | `HELLO`   | worker → master | `worker_id: u32`, `pid: u32`                          |
+//! | 1    | `HELLO`   | worker → master | `worker_id: u32`, `pid: u32`; the header's `count` carries flags ([`HELLO_CHANNELS`]) |
 //! | 2    | `WELCOME` | master → worker | `worker_id: u32`, `workers: u32`, then `count` names, each `len: u8` (1..=255) + UTF-8 |
 //! | 3    | `REFUSED` | master → worker | the reason, UTF-8, 1..=1024 bytes                     |
 //! | 4    | `CONNS`   | master → worker | `count` (1..=64) records of [`RECORD_LEN`] bytes, and exactly `count` fds in one `SCM_RIGHTS` message, in record order |
 //! | 5    | `ACK`     | worker → master | `count` (0..=64) `seq: u64`: the connections of the one `CONNS` it answers whose fds arrived |
 //! | 6    | `DRAIN`   | master → worker | nothing; the master then shuts down its sending side  |
+//! | 7    | `CHANNELS`| master → worker | nothing; `count` (1..=64) more channels, as fds in one `SCM_RIGHTS` message |
+//!
+//! A worker whose `HELLO` sets [`HELLO_CHANNELS`] may be sent, once, after `WELCOME`, a
+//! `CHANNELS` message: one more `SOCK_SEQPACKET` channel per dispatcher thread of the master.
+//! Each carries `CONNS` (with sequence numbers of its own) and takes the `ACK`s of what it
+//! carried, exactly as the first channel does; `HELLO`, `WELCOME`, `REFUSED` and `DRAIN` only
+//! ever travel on the first channel. The master closes its end of an extra channel once nothing
+//! more will be sent on it and every `CONNS` it carried has been acknowledged (after `DRAIN`,
+//! possibly), so a worker reads every channel to its end: its connections have ended when all
+//! of them have. A master ignores `HELLO` flags it does not
+//! know, and a worker that does not set the flag is never sent `CHANNELS`.
 //!
 //! A `CONNS` record:
 //!
@@ -57,6 +68,8 @@ pub const MAX_NAME: usize = 255;
 /// the one it got.
 pub const ANY_WORKER: u32 = u32::MAX;
 
+/// `HELLO` flag: the worker takes extra channels (`CHANNELS`).
+pub const HELLO_CHANNELS: u16 = 1;
 const HELLO_LEN: usize = HEADER_LEN + 8;
 const WELCOME_FIXED: usize = HEADER_LEN + 8;
 
@@ -76,6 +89,8 @@ pub enum MsgType {
     Ack = 5,
     /// Master → worker: no more connections; the master shuts its sending side next.
     Drain = 6,
+    /// Master → worker: more channels, as fds.
+    Channels = 7,
 }
 
 impl MsgType {
@@ -88,6 +103,7 @@ impl MsgType {
             4 => MsgType::Conns,
             5 => MsgType::Ack,
             6 => MsgType::Drain,
+            7 => MsgType::Channels,
             _ => return None,
         })
     }
@@ -102,6 +118,7 @@ impl fmt::Display for MsgType {
             MsgType::Conns => "CONNS",
             MsgType::Ack => "ACK",
             MsgType::Drain => "DRAIN",
+            MsgType::Channels => "CHANNELS",
         })
     }
 }
@@ -113,6 +130,8 @@ pub struct Hello {
     pub worker_id: u32,
     /// The worker's process id.
     pub pid: u32,
+    /// What the worker can do: [`HELLO_CHANNELS`]; bits this side does not know are ignored.
+    pub flags: u16,
 }
 
 /// `WELCOME`: the master accepted the worker.
@@ -159,6 +178,8 @@ pub enum Message<'a> {
     Ack(Seqs<'a>),
     /// `DRAIN`.
     Drain,
+    /// `CHANNELS`, with the number of fds it carries.
+    Channels(u16),
 }
 
 impl Message<'_> {
@@ -171,6 +192,7 @@ impl Message<'_> {
             Message::Conns(_) => MsgType::Conns,
             Message::Ack(_) => MsgType::Ack,
             Message::Drain => MsgType::Drain,
+            Message::Channels(_) => MsgType::Channels,
         }
     }
 }
@@ -289,11 +311,11 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, WireError> {
     };
     match msg {
         MsgType::Hello => {
-            check_count(count == 0)?;
             check_len(HELLO_LEN)?;
             Ok(Message::Hello(Hello {
                 worker_id: le_u32(payload, 0),
                 pid: le_u32(payload, 4),
+                flags: count,
             }))
         }
         MsgType::Welcome => decode_welcome(buf, count).map(Message::Welcome),
@@ -323,6 +345,11 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, WireError> {
             check_count(count == 0)?;
             check_len(HEADER_LEN)?;
             Ok(Message::Drain)
+        }
+        MsgType::Channels => {
+            check_count((1..=MAX_CONNS).contains(&counted))?;
+            check_len(HEADER_LEN)?;
+            Ok(Message::Channels(count))
         }
     }
 }
@@ -550,7 +577,7 @@ fn header(msg: MsgType, count: u16, out: &mut Vec<u8>) {
 
 /// Appends a `HELLO`.
 pub fn encode_hello(h: &Hello, out: &mut Vec<u8>) {
-    header(MsgType::Hello, 0, out);
+    header(MsgType::Hello, h.flags, out);
     out.extend_from_slice(&h.worker_id.to_le_bytes());
     out.extend_from_slice(&h.pid.to_le_bytes());
 }
@@ -658,6 +685,19 @@ pub fn encode_ack(seqs: &[u64], out: &mut Vec<u8>) {
 /// Appends a `DRAIN`.
 pub fn encode_drain(out: &mut Vec<u8>) {
     header(MsgType::Drain, 0, out);
+}
+
+/// Appends a `CHANNELS` announcing `count` channels (the fds go in the same `sendmsg`).
+///
+/// # Panics
+///
+/// If `count` is not in `1..=`[`MAX_CONNS`].
+pub fn encode_channels(count: usize, out: &mut Vec<u8>) {
+    assert!(
+        (1..=MAX_CONNS).contains(&count),
+        "CHANNELS carries 1..={MAX_CONNS} channels, not {count}"
+    );
+    header(MsgType::Channels, count as u16, out);
 }
 
 fn le_u16(b: &[u8], at: usize) -> u16 {

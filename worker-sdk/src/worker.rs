@@ -1,4 +1,13 @@
 //! [`Worker`]: the handshake and the receive path.
+//!
+//! The worker reads from one or more channels: the first (the handshake's, which alone carries
+//! `WELCOME`, `REFUSED`, `DRAIN` and `CHANNELS`) and the extra channels a `CHANNELS` message
+//! brings, which carry only `CONNS`. Each `CONNS` is acknowledged on its own channel. A
+//! blocking receive with the first channel alone blocks in `recvmsg`; otherwise receives take
+//! one message from each channel in turn (`MSG_DONTWAIT`) and a blocking one waits with
+//! `poll(2)`. An epoll instance watching every live channel is the readiness fd that event
+//! loops register. A channel leaves the round at its end of file; extra channels are closed
+//! then, the first is kept open until the worker is dropped.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -22,13 +31,28 @@ const ENV_ATTACH: &str = "STICKYD_ATTACH";
 /// Set once `from_env` owns the inherited fd, so a second call cannot own it twice.
 static INHERITED_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// A worker's end of the channel to the master, after a successful handshake.
+/// A worker's end of the channels to the master, after a successful handshake.
 ///
-/// Receive connections with [`recv`](Worker::recv), [`incoming`](Worker::incoming), or, in
-/// an event loop, [`try_recv`](Worker::try_recv) whenever [`as_fd`](AsFd::as_fd) is
+/// The first channel is the one the handshake used; the master may add extra channels (one
+/// per dispatcher thread) with a `CHANNELS` message on it, and the worker receives from all
+/// of them. Receive connections with [`recv`](Worker::recv), [`incoming`](Worker::incoming),
+/// or, in an event loop, [`try_recv`](Worker::try_recv) whenever [`as_fd`](AsFd::as_fd) is
 /// readable.
 pub struct Worker {
-    channel: OwnedFd,
+    /// The channels not ended yet (no zero-length read), in arrival order.
+    channels: Vec<Channel>,
+    /// Where the next round-robin pass over `channels` starts.
+    next: usize,
+    /// The first channel once it has ended: kept open until the worker is dropped, since the
+    /// master takes its closing for the worker going away.
+    first_ended: Option<OwnedFd>,
+    /// An epoll instance watching every channel in `channels` (level-triggered, readable):
+    /// what [`as_fd`](AsFd::as_fd) returns.
+    readiness: OwnedFd,
+    /// Extra channels taken so far (the next one's number is this plus one).
+    extra_taken: usize,
+    /// A `CHANNELS` message has been read (the master sends at most one).
+    channels_message_read: bool,
     id: u32,
     workers: u32,
     listeners: Vec<String>,
@@ -39,22 +63,50 @@ pub struct Worker {
     /// Received connections not handed out yet.
     queue: VecDeque<(ConnRecord, OwnedFd)>,
     draining: bool,
-    /// The zero-length read happened: nothing more will come.
-    ended: bool,
-    /// Sending failed with EPIPE/ECONNRESET: the master is gone, stop sending.
+}
+
+/// One channel to the master.
+#[derive(Debug)]
+struct Channel {
+    fd: OwnedFd,
+    name: ChannelName,
+    /// Sending failed with EPIPE/ECONNRESET: the master's end is gone, stop sending on it.
     master_gone: bool,
+}
+
+/// Which channel: 0 for the first one, 1, 2, ... for the extra ones in arrival order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ChannelName(usize);
+
+impl ChannelName {
+    const FIRST: ChannelName = ChannelName(0);
+}
+
+impl fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => f.write_str("the first channel"),
+            n => write!(f, "extra channel {n}"),
+        }
+    }
 }
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let channels: Vec<_> = self
+            .channels
+            .iter()
+            .map(|c| (c.name.0, c.fd.as_raw_fd()))
+            .collect();
         f.debug_struct("Worker")
-            .field("channel", &self.channel)
+            .field("channels", &channels)
+            .field("readiness", &self.readiness)
             .field("id", &self.id)
             .field("workers", &self.workers)
             .field("listeners", &self.listeners)
             .field("queued", &self.queue.len())
             .field("draining", &self.draining)
-            .field("ended", &self.ended)
+            .field("ended", &self.channels.is_empty())
             .finish_non_exhaustive()
     }
 }
@@ -152,13 +204,23 @@ impl Worker {
         Worker::handshake(channel, worker_id)
     }
 
-    /// Sends `HELLO`, reads `WELCOME` or `REFUSED`.
+    /// Sends `HELLO` (saying the worker takes extra channels), reads `WELCOME` or `REFUSED`.
     fn handshake(channel: OwnedFd, worker_id: u32) -> Result<Worker, Error> {
+        // Made before HELLO, so that a failure here leaves the master nothing to undo.
+        let readiness = sys::epoll_create().map_err(|source| Error::Io {
+            context: "creating the epoll instance that watches the channels",
+            source,
+        })?;
+        sys::epoll_add(readiness.as_fd(), channel.as_fd()).map_err(|source| Error::Io {
+            context: "watching the channel with epoll",
+            source,
+        })?;
         let mut out = Vec::with_capacity(64);
         wire::encode_hello(
             &Hello {
                 worker_id,
                 pid: std::process::id(),
+                flags: wire::HELLO_CHANNELS,
             },
             &mut out,
         );
@@ -207,7 +269,16 @@ impl Worker {
             other => return Err(Error::Unexpected(format!("a {} message", other.msg_type()))),
         };
         Ok(Worker {
-            channel,
+            channels: vec![Channel {
+                fd: channel,
+                name: ChannelName::FIRST,
+                master_gone,
+            }],
+            next: 0,
+            first_ended: None,
+            readiness,
+            extra_taken: 0,
+            channels_message_read: false,
             // The master's answer is authoritative for the slot.
             id: welcome.worker_id,
             workers: welcome.workers,
@@ -216,8 +287,6 @@ impl Worker {
             out,
             queue: VecDeque::new(),
             draining: false,
-            ended: false,
-            master_gone,
         })
     }
 
@@ -242,13 +311,17 @@ impl Worker {
     }
 
     /// True once the master's `DRAIN` has been read: no new connections will follow those
-    /// already sent, and the channel ends soon.
+    /// already sent, and the channels end soon.
     pub fn draining(&self) -> bool {
         self.draining
     }
 
-    /// Blocking receive: `Ok(Some(conn))`, or `Ok(None)` at the end (the master shut its
-    /// side after `DRAIN`, or went away).
+    /// Blocking receive: `Ok(Some(conn))`, or `Ok(None)` at the end: every channel has ended
+    /// (the master shut its side after `DRAIN`, or went away), and every connection they
+    /// carried has been handed out.
+    ///
+    /// With extra channels it waits on all of them (`poll(2)`) and takes their messages in
+    /// turn; with the first channel only, it blocks in `recvmsg` on it.
     ///
     /// An `Err` concerns one message or one connection; later calls go on. Kinds:
     /// `InvalidData` for a malformed or unexpected message, `Other` when the kernel dropped
@@ -259,8 +332,10 @@ impl Worker {
         self.receive(false)
     }
 
-    /// Non-blocking receive (`MSG_DONTWAIT`; the channel fd's own mode is untouched): like
-    /// [`recv`](Worker::recv), and `Err` of kind `WouldBlock` when nothing is queued now.
+    /// Non-blocking receive (`MSG_DONTWAIT`; the channels' own mode is untouched): like
+    /// [`recv`](Worker::recv), and `Err` of kind `WouldBlock` when nothing is queued now on
+    /// any channel. The channels take turns, one message each, so a busy one does not hold
+    /// up the others.
     ///
     /// For event loops: register [`as_fd`](AsFd::as_fd) for readability and call this until
     /// it returns `WouldBlock` (or `Ok(None)`).
@@ -269,7 +344,7 @@ impl Worker {
     }
 
     /// Blocking iterator over [`recv`](Worker::recv): yields each connection (or error) and
-    /// ends at the end of the channel.
+    /// ends once every channel has ended.
     pub fn incoming(&mut self) -> Incoming<'_> {
         Incoming { worker: self }
     }
@@ -279,55 +354,125 @@ impl Worker {
             if let Some((rec, fd)) = self.queue.pop_front() {
                 return connection::finish(rec, fd).map(Some);
             }
-            if self.ended {
+            if self.channels.is_empty() {
                 return Ok(None);
             }
-            self.read_message(nonblocking)?;
+            if !nonblocking && self.first_only() {
+                self.read_message(0, false)?;
+            } else if !self.read_next()? {
+                if nonblocking {
+                    return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+                }
+                self.wait()?;
+            }
         }
     }
 
-    /// Reads and handles one message (or the end of the channel).
-    fn read_message(&mut self, nonblocking: bool) -> io::Result<()> {
+    /// True when the first channel is the only one left.
+    fn first_only(&self) -> bool {
+        matches!(self.channels.as_slice(), [only] if only.name == ChannelName::FIRST)
+    }
+
+    /// One round-robin pass, without blocking: reads one message (or the end) from the next
+    /// channel in turn, from `next` on, that has one queued. False if none had.
+    fn read_next(&mut self) -> io::Result<bool> {
+        let count = self.channels.len();
+        let start = self.next;
+        for step in 0..count {
+            let index = (start + step) % count;
+            // The next pass starts after this channel, whatever happens to this read: a
+            // channel that keeps delivering (or failing) does not hold the others up.
+            self.next = (index + 1) % count;
+            if self.read_message(index, true)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Waits until some channel has a message (or its end) queued.
+    fn wait(&self) -> io::Result<()> {
+        let fds: Vec<BorrowedFd<'_>> = self.channels.iter().map(|c| c.fd.as_fd()).collect();
+        sys::wait_readable(&fds).map_err(|e| {
+            io::Error::new(e.kind(), format!("waiting for the master's channels: {e}"))
+        })
+    }
+
+    /// Reads and handles one message (or the end) of channel `index`. True if something was
+    /// read; false if `nonblocking` and nothing is queued.
+    fn read_message(&mut self, index: usize, nonblocking: bool) -> io::Result<bool> {
+        let Some(channel) = self.channels.get(index) else {
+            return Ok(false);
+        };
+        let name = channel.name;
         let mut fds = Vec::new();
-        let got = match sys::recv_msg(self.channel.as_fd(), &mut self.buf, &mut fds, nonblocking) {
+        let got = match sys::recv_msg(channel.fd.as_fd(), &mut self.buf, &mut fds, nonblocking) {
             Ok(got) => got,
             // The master closed with unread data in its queue: keep reading to the end.
-            Err(e) if is_gone(&e) => return Ok(()),
-            Err(e) => return Err(e),
+            Err(e) if is_gone(&e) => return Ok(true),
+            Err(e) if nonblocking && e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => {
+                let what = format!("receiving from the master on {name}: {e}");
+                return Err(io::Error::new(e.kind(), what));
+            }
         };
         if got.len == 0 {
-            self.ended = true;
-            return Ok(());
+            self.end(index)?;
+            return Ok(true);
         }
         if got.truncated {
-            return Err(invalid("message truncated"));
+            return Err(invalid(&format!("message on {name} truncated")));
         }
         let bytes = self.buf.get(..got.len).unwrap_or_default();
         let message =
             wire::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let records = match message {
-            Message::Conns(records) => records,
-            Message::Drain => {
-                self.draining = true;
-                return stray_fds(&fds, "DRAIN");
+        match message {
+            Message::Conns(records) => {
+                let count = records.len();
+                let batch = batch::pair(records, fds);
+                self.take_conns(index, batch, count, got.fds_truncated)?;
             }
-            other => {
+            Message::Drain if name == ChannelName::FIRST => {
+                self.draining = true;
+                stray_fds(&fds, "DRAIN")?;
+            }
+            Message::Channels(count) if name == ChannelName::FIRST => {
+                self.take_channels(usize::from(count), fds, got.fds_truncated)?;
+            }
+            other if name == ChannelName::FIRST => {
                 let what = other.msg_type();
                 return Err(invalid(&format!(
                     "unexpected {what} message after the handshake"
                 )));
             }
-        };
-        let count = records.len();
-        let batch = batch::pair(records, fds);
-        self.send_ack(&batch)?;
+            other => {
+                // Any fds it carried are closed here.
+                let what = other.msg_type();
+                return Err(invalid(&format!(
+                    "unexpected {what} message on {name} (only CONNS travel on extra \
+                     channels); ignored"
+                )));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Acknowledges a `CONNS` read from channel `index` and queues its connections.
+    fn take_conns(
+        &mut self,
+        index: usize,
+        batch: Batch,
+        count: usize,
+        fds_truncated: bool,
+    ) -> io::Result<()> {
+        self.send_ack(index, &batch)?;
         let Batch {
             arrived,
             returned,
             extra,
         } = batch;
         self.queue.extend(arrived);
-        if extra > 0 || (returned == 0 && got.fds_truncated) {
+        if extra > 0 || (returned == 0 && fds_truncated) {
             return Err(invalid(&format!(
                 "CONNS message with {count} records carried more fds; the extra ones were closed"
             )));
@@ -341,32 +486,158 @@ impl Worker {
         Ok(())
     }
 
-    /// Sends the `ACK` for one `CONNS` at once. A master that is gone is not an error: what it
-    /// sent before closing is still read.
-    fn send_ack(&mut self, batch: &Batch) -> io::Result<()> {
-        if self.master_gone {
+    /// Sends the `ACK` for one `CONNS` at once, on the channel `index` it came from. A master
+    /// that is gone is not an error: what it sent before closing is still read.
+    fn send_ack(&mut self, index: usize, batch: &Batch) -> io::Result<()> {
+        let Some(channel) = self.channels.get_mut(index) else {
+            return Ok(());
+        };
+        if channel.master_gone {
             return Ok(());
         }
         self.out.clear();
         batch.ack(&mut self.out);
-        match sys::send(self.channel.as_fd(), &self.out) {
+        match sys::send(channel.fd.as_fd(), &self.out) {
             Ok(_) => Ok(()),
             Err(e) if is_gone(&e) => {
-                self.master_gone = true;
+                channel.master_gone = true;
                 Ok(())
             }
             Err(e) => Err(io::Error::new(
                 e.kind(),
-                format!("sending ACK to the master: {e}"),
+                format!("sending ACK to the master on {}: {e}", channel.name),
             )),
         }
+    }
+
+    /// Takes the channels a `CHANNELS` message carried: every `SOCK_SEQPACKET` socket among
+    /// its fds joins the others (and the epoll instance); anything else is closed. A count
+    /// that does not match the announced one, or a second `CHANNELS`, is reported once the
+    /// good channels are in place.
+    fn take_channels(
+        &mut self,
+        announced: usize,
+        fds: Vec<OwnedFd>,
+        fds_truncated: bool,
+    ) -> io::Result<()> {
+        let again = std::mem::replace(&mut self.channels_message_read, true);
+        let arrived = fds.len();
+        let mut not_seqpacket = Vec::new();
+        let mut unwatched = Vec::new();
+        for fd in fds {
+            // Arrived with MSG_CMSG_CLOEXEC: close-on-exec already.
+            match sys::socket_type(fd.as_fd()) {
+                Ok(libc::SOCK_SEQPACKET) => {}
+                Ok(ty) => {
+                    not_seqpacket.push(type_name(ty));
+                    continue;
+                }
+                Err(e) => {
+                    not_seqpacket.push(e.to_string());
+                    continue;
+                }
+            }
+            if let Err(e) = sys::epoll_add(self.readiness.as_fd(), fd.as_fd()) {
+                unwatched.push(e.to_string());
+                continue;
+            }
+            self.extra_taken += 1;
+            self.channels.push(Channel {
+                fd,
+                name: ChannelName(self.extra_taken),
+                master_gone: false,
+            });
+        }
+        let mut problems = Vec::new();
+        if again {
+            problems.push("it is not the first CHANNELS message".to_owned());
+        }
+        if arrived != announced {
+            let mut what = format!("it announced {announced} channels and carried {arrived}");
+            if fds_truncated && arrived < announced {
+                what.push_str(
+                    " (the kernel dropped the others: MSG_CTRUNC, at this process's fd limit)",
+                );
+            }
+            problems.push(what);
+        } else if fds_truncated {
+            problems.push("the kernel dropped more fds than it announced".to_owned());
+        }
+        if !not_seqpacket.is_empty() {
+            problems.push(format!(
+                "{} fds were not SOCK_SEQPACKET sockets ({}) and were closed",
+                not_seqpacket.len(),
+                not_seqpacket.join(", ")
+            ));
+        }
+        if !unwatched.is_empty() {
+            problems.push(format!(
+                "{} channels could not be added to the epoll instance ({}) and were closed",
+                unwatched.len(),
+                unwatched.join(", ")
+            ));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let taken = self.channels.len();
+        let what = format!(
+            "CHANNELS message: {}; {taken} channels are open now",
+            problems.join("; ")
+        );
+        // Only the fd limit at work: like the same case for CONNS, `Other`.
+        let fd_limit_only = !again
+            && fds_truncated
+            && arrived < announced
+            && not_seqpacket.is_empty()
+            && unwatched.is_empty();
+        if fd_limit_only {
+            Err(io::Error::other(what))
+        } else {
+            Err(invalid(&what))
+        }
+    }
+
+    /// Channel `index` has ended: it leaves the round and the epoll instance. An extra channel
+    /// is closed (the master closed its end first); the first one stays open until the worker
+    /// is dropped.
+    fn end(&mut self, index: usize) -> io::Result<()> {
+        if index >= self.channels.len() {
+            return Ok(());
+        }
+        let channel = self.channels.remove(index);
+        if self.next > index {
+            self.next -= 1;
+        }
+        if self.next >= self.channels.len() {
+            self.next = 0;
+        }
+        let removed = sys::epoll_remove(self.readiness.as_fd(), channel.fd.as_fd());
+        let name = channel.name;
+        if name == ChannelName::FIRST {
+            self.first_ended = Some(channel.fd);
+        }
+        removed.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("removing {name}, which has ended, from the epoll instance: {e}"),
+            )
+        })
     }
 }
 
 impl AsFd for Worker {
-    /// The channel socket: readable when a message (or the end) is queued.
+    /// An fd that is readable whenever a message (or the end) is queued on any of the
+    /// worker's channels, including extra channels that arrive later: an epoll instance
+    /// (close-on-exec) watching every channel that has not ended, level-triggered.
+    ///
+    /// For readiness only: register it once, right after the handshake, with an event loop
+    /// (edge- or level-triggered), and on readability call [`try_recv`](Worker::try_recv)
+    /// until it says `WouldBlock` or `Ok(None)`. Do not read from it, write to it, or change
+    /// its watch list. It is the same fd for the worker's whole life; once the end of every
+    /// channel has been read it is never readable again.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.channel.as_fd()
+        self.readiness.as_fd()
     }
 }
 

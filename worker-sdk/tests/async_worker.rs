@@ -211,3 +211,47 @@ fn new_outside_a_runtime_is_an_error_not_a_panic() {
     let err = AsyncWorker::new(worker).unwrap_err();
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
+
+#[test]
+fn recv_takes_connections_from_extra_channels_that_arrive_after_registering() {
+    runtime().block_on(async {
+        let (master, worker) = joined();
+        // Registered before the extra channels exist.
+        let mut worker = AsyncWorker::new(worker).unwrap();
+        let extra = master.extra_channels(2);
+        let _first = extra[1].conns_of_fresh_from(50, 1, b"x");
+        let conn = timeout(TIMEOUT, worker.recv()).await.unwrap();
+        assert_eq!(conn.unwrap().unwrap().meta.seq, 50);
+        assert_eq!(extra[1].ack(), [50], "acknowledged on its own channel");
+        assert!(master.try_recv().is_none());
+
+        // Waiting, then woken by a message on the other extra channel.
+        let waiting = tokio::spawn(async move {
+            let seq = worker.recv().await.map(|c| c.map(|c| c.meta.seq));
+            (seq, worker)
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiting.is_finished(), "nothing was sent yet");
+        let _second = extra[0].conns_of_fresh_from(51, 1, b"x");
+        let (seq, mut worker) = timeout(TIMEOUT, waiting).await.unwrap().unwrap();
+        assert_eq!(seq.unwrap().unwrap(), 51);
+        assert_eq!(extra[0].ack(), [51]);
+
+        // The end: DRAIN on the first channel, then every channel closed.
+        master.drain();
+        let _last = extra[0].conns_of_fresh_from(52, 1, b"x");
+        drop(extra);
+        let mut got = Vec::new();
+        while let Some(conn) = timeout(TIMEOUT, worker.recv()).await.unwrap() {
+            got.push(conn.unwrap().meta.seq);
+        }
+        assert_eq!(
+            got,
+            [52],
+            "queued on an extra channel after DRAIN: not lost"
+        );
+        assert!(worker.worker().draining());
+    });
+}

@@ -5,7 +5,7 @@
 mod util;
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::process::{Command, Output, Stdio};
 
 use stickyd_worker::{Error, Worker};
@@ -97,6 +97,7 @@ fn child_entry() {
         }
         "inherit" => inherited_worker(),
         "ctrunc" => ctrunc(),
+        "channels_ctrunc" => channels_ctrunc(),
         other => panic!("unknown scenario {other}"),
     }
     println!("child {scenario}: ok");
@@ -131,9 +132,17 @@ fn from_env_reports_bad_environments() {
 fn inherited_worker() {
     let mut worker = Worker::from_env().expect("from_env");
     assert_eq!((worker.id(), worker.workers()), (2, 3));
+    let fd: i32 = std::env::var("STICKYD_FD").unwrap().parse().unwrap();
+    // SAFETY: the worker owns the inherited fd and keeps it open while it lives; this borrow
+    // ends before the worker does.
+    let channel = unsafe { BorrowedFd::borrow_raw(fd) };
+    assert!(
+        is_cloexec(channel),
+        "the channel is close-on-exec after from_env"
+    );
     assert!(
         is_cloexec(worker.as_fd()),
-        "the channel is close-on-exec after from_env"
+        "so is the readiness fd an event loop registers"
     );
     assert!(matches!(Worker::from_env(), Err(Error::AlreadyTaken)));
     let mut conn = worker.recv().unwrap().expect("a connection");
@@ -209,8 +218,9 @@ fn ctrunc() {
 }
 
 /// Fills every free fd number up to the first one above the highest open fd, then sets the
-/// soft RLIMIT_NOFILE so that exactly that one number stays available.
-fn leave_one_free_fd() {
+/// soft RLIMIT_NOFILE so that exactly that one number stays available. Returns the limit as
+/// it was.
+fn leave_one_free_fd() -> libc::rlimit {
     let max = std::fs::read_dir("/proc/self/fd")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
@@ -230,13 +240,65 @@ fn leave_one_free_fd() {
     };
     // SAFETY: `lim` is a valid rlimit for getrlimit to fill.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let before = lim;
     lim.rlim_cur = (free + 1) as libc::rlim_t;
     // SAFETY: `lim` is a valid rlimit; lowering the soft limit affects only this child.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
     std::mem::forget(fillers); // they stay open for the rest of this child process
+    before
+}
+
+/// Child side: only the first of three extra channels can be installed.
+fn channels_ctrunc() {
+    let (m, w) = seqpacket_pair();
+    let master = Master::new(m);
+    master.welcome(0, 1, &["l0"]);
+    let mut worker = Worker::from_fd(w, 0).unwrap();
+    master.hello();
+    let (extra, ends): (Vec<_>, Vec<_>) = (0..3).map(|_| seqpacket_pair()).unzip();
+    let fds: Vec<_> = ends.iter().map(|w| w.as_fd()).collect();
+
+    let before = leave_one_free_fd();
+    master.channels_message(3, &fds);
+    let err = worker.recv().expect_err("two channels were dropped");
+    // Closed only now: closing them earlier would free low fd numbers for the receive.
+    drop(fds);
+    drop(ends);
+    assert_eq!(err.kind(), io::ErrorKind::Other);
+    let text = err.to_string();
+    assert!(
+        text.contains("announced 3 channels and carried 1") && text.contains("MSG_CTRUNC"),
+        "{text}"
+    );
+    // SAFETY: `before` is a valid rlimit; raising the soft limit back affects only this child.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &before) }, 0);
+
+    let extra: Vec<_> = extra.into_iter().map(Master::new).collect();
+    for dropped in &extra[1..] {
+        assert!(
+            dropped.recv().is_empty(),
+            "the master sees the end of a dropped channel"
+        );
+    }
+    let _held = extra[0].conns_of_fresh_from(9, 1, b"x");
+    assert_eq!(worker.recv().unwrap().expect("a connection").meta.seq, 9);
+    assert_eq!(
+        extra[0].ack(),
+        [9],
+        "acknowledged on the channel that arrived"
+    );
+    assert!(master.try_recv().is_none());
 }
 
 #[test]
 fn ctrunc_returns_the_dropped_connections_and_acks_the_rest() {
     assert_ok("ctrunc", child("ctrunc").output().unwrap());
+}
+
+#[test]
+fn channels_dropped_at_the_fd_limit_are_reported_and_the_rest_kept() {
+    assert_ok(
+        "channels_ctrunc",
+        child("channels_ctrunc").output().unwrap(),
+    );
 }

@@ -20,8 +20,13 @@ fn joined(listeners: &[&str]) -> (Master, Worker) {
     let master = Master::new(m);
     master.welcome(1, 4, listeners);
     let worker = Worker::from_fd(w, 1).expect("handshake");
-    let (id, pid) = master.hello();
-    assert_eq!((id, pid), (1, std::process::id()));
+    let hello = master.hello_message();
+    assert_eq!((hello.worker_id, hello.pid), (1, std::process::id()));
+    assert_eq!(
+        hello.flags,
+        wire::HELLO_CHANNELS,
+        "the SDK takes extra channels"
+    );
     (master, worker)
 }
 
@@ -37,13 +42,18 @@ fn hello_carries_our_pid_and_welcome_gives_listeners() {
     let (m, w) = seqpacket_pair();
     let master = thread::spawn(move || {
         let master = Master::new(m);
-        let hello = master.hello();
+        let hello = master.recv();
         master.welcome(3, 8, &["web", "admin"]);
         (hello, master)
     });
     let worker = Worker::from_fd(w, 3).expect("WELCOME");
     let (hello, _master) = master.join().unwrap();
-    assert_eq!(hello, (3, std::process::id()));
+    let mut expected = vec![1, 1, 1, 0, 3, 0, 0, 0];
+    expected.extend_from_slice(&std::process::id().to_le_bytes());
+    assert_eq!(
+        hello, expected,
+        "HELLO: version, type, flags HELLO_CHANNELS, id, pid"
+    );
     assert_eq!((worker.id(), worker.workers()), (3, 8));
     assert_eq!(worker.listeners(), ["web", "admin"]);
     assert_eq!(worker.listener_name(1), Some("admin"));
@@ -231,7 +241,13 @@ fn drain_then_shutdown_ends_incoming_after_the_queued_connections() {
 
 #[test]
 fn try_recv_would_block_when_nothing_is_queued() {
-    let (master, mut worker) = joined(&["l0"]);
+    let (m, w) = seqpacket_pair();
+    // The same open file description as the worker's channel: its mode shows here.
+    let channel = w.try_clone().unwrap();
+    let master = Master::new(m);
+    master.welcome(1, 4, &["l0"]);
+    let mut worker = Worker::from_fd(w, 1).expect("handshake");
+    master.hello();
     let err = worker.try_recv().unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
 
@@ -250,7 +266,7 @@ fn try_recv_would_block_when_nothing_is_queued() {
         io::ErrorKind::WouldBlock
     );
     assert!(
-        !is_nonblocking(worker.as_fd()),
+        !is_nonblocking(channel.as_fd()),
         "the channel's own mode is untouched"
     );
 
@@ -307,6 +323,7 @@ fn protocol_errors_are_invalid_data_and_later_messages_still_work() {
         &wire::Hello {
             worker_id: 1,
             pid: 1,
+            flags: 0,
         },
         &mut hello,
     );

@@ -41,6 +41,7 @@ fn hello_round_trips() {
         &Hello {
             worker_id: 3,
             pid: 4242,
+            flags: 0,
         },
         &mut buf,
     );
@@ -51,11 +52,43 @@ fn hello_round_trips() {
             h,
             Hello {
                 worker_id: 3,
-                pid: 4242
+                pid: 4242,
+                flags: 0,
             }
         ),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn hello_flags_travel_in_the_count_and_unknown_ones_are_kept() {
+    let mut buf = Vec::new();
+    let hello = Hello {
+        worker_id: 1,
+        pid: 7,
+        flags: wire::HELLO_CHANNELS | 0x8000,
+    };
+    wire::encode_hello(&hello, &mut buf);
+    assert_eq!(&buf[..4], &[1, 1, 1, 0x80]);
+    match wire::decode(&buf).unwrap() {
+        Message::Hello(h) => assert_eq!(h, hello),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn channels_round_trips_and_is_bounded() {
+    let mut buf = Vec::new();
+    wire::encode_channels(3, &mut buf);
+    assert_eq!(buf, [1, 7, 3, 0]);
+    assert!(matches!(wire::decode(&buf), Ok(Message::Channels(3))));
+    for bad in [[1u8, 7, 0, 0], [1, 7, 65, 0]] {
+        assert!(matches!(wire::decode(&bad), Err(WireError::Count { .. })));
+    }
+    assert!(matches!(
+        wire::decode(&[1, 7, 1, 0, 9]),
+        Err(WireError::Length { .. })
+    ));
 }
 
 #[test]
@@ -179,7 +212,7 @@ fn rejects_empty_short_version_and_type() {
     );
     assert!(WireError::Version(2).to_string().contains("version 2"));
     assert_eq!(wire::decode(&[1, 0, 0, 0]).unwrap_err(), WireError::Type(0));
-    assert_eq!(wire::decode(&[1, 7, 0, 0]).unwrap_err(), WireError::Type(7));
+    assert_eq!(wire::decode(&[1, 8, 0, 0]).unwrap_err(), WireError::Type(8));
 }
 
 #[test]
@@ -189,6 +222,7 @@ fn rejects_bad_lengths() {
         &Hello {
             worker_id: 0,
             pid: 1,
+            flags: 0,
         },
         &mut hello,
     );
@@ -288,14 +322,12 @@ fn rejects_bad_counts() {
             ..
         })
     ));
-    let mut hello = vec![1, 1, 1, 0];
+    // A HELLO's count is its flags: any value is accepted.
+    let mut hello = vec![1, 1, 0xff, 0xff];
     hello.resize(12, 0);
     assert!(matches!(
         wire::decode(&hello),
-        Err(WireError::Count {
-            msg: MsgType::Hello,
-            ..
-        })
+        Ok(Message::Hello(Hello { flags: 0xffff, .. }))
     ));
     let mut welcome = vec![1, 2, 0, 0];
     welcome.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);

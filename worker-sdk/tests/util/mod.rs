@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
-use stickyd_worker::wire::{self, ConnRecord, Message, Welcome};
+use stickyd_worker::wire::{self, ConnRecord, Hello, Message, Welcome};
 
 /// How long any single wait in a test may take before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,9 +77,19 @@ impl Master {
     /// Sends `n` fresh loopback connections (seqs `0..n`, each client having written `first`)
     /// in one CONNS; returns the (client, accepted) pairs, which the caller keeps open.
     pub fn conns_of_fresh(&self, n: u64, first: &[u8]) -> Vec<(TcpStream, TcpStream)> {
+        self.conns_of_fresh_from(0, n, first)
+    }
+
+    /// Like [`conns_of_fresh`](Master::conns_of_fresh), with seqs `seq..seq + n`.
+    pub fn conns_of_fresh_from(
+        &self,
+        seq: u64,
+        n: u64,
+        first: &[u8],
+    ) -> Vec<(TcpStream, TcpStream)> {
         let lst = listener();
         let pairs: Vec<_> = (0..n).map(|_| tcp_pair(&lst, first)).collect();
-        let records: Vec<_> = (0..n)
+        let records: Vec<_> = (seq..seq + n)
             .zip(&pairs)
             .map(|(seq, (c, _))| record(seq, c.local_addr().unwrap(), 0, 0))
             .collect();
@@ -93,6 +103,12 @@ impl Master {
         let mut buf = Vec::new();
         wire::encode_drain(&mut buf);
         self.send(&buf, &[]).unwrap();
+        self.sock.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+
+    /// Shuts down the sending side only: the worker reads to the end, and this side can
+    /// still read what the worker sends.
+    pub fn shutdown_sending(&self) {
         self.sock.shutdown(std::net::Shutdown::Write).unwrap();
     }
 
@@ -125,11 +141,33 @@ impl Master {
 
     /// Receives the HELLO and returns (worker_id, pid).
     pub fn hello(&self) -> (u32, u32) {
+        let h = self.hello_message();
+        (h.worker_id, h.pid)
+    }
+
+    /// Receives the HELLO.
+    pub fn hello_message(&self) -> Hello {
         let buf = self.recv();
         match wire::decode(&buf).expect("HELLO decodes") {
-            Message::Hello(h) => (h.worker_id, h.pid),
+            Message::Hello(h) => h,
             other => panic!("expected HELLO, got {other:?}"),
         }
+    }
+
+    /// Sends a CHANNELS announcing `count` channels, carrying `fds`.
+    pub fn channels_message(&self, count: usize, fds: &[BorrowedFd<'_>]) {
+        let mut buf = Vec::new();
+        wire::encode_channels(count, &mut buf);
+        self.send(&buf, fds).unwrap();
+    }
+
+    /// Makes `n` extra channels and sends the worker their ends in one CHANNELS (closing this
+    /// side's copies of them); returns the master's ends.
+    pub fn extra_channels(&self, n: usize) -> Vec<Master> {
+        let pairs: Vec<_> = (0..n).map(|_| seqpacket_pair()).collect();
+        let fds: Vec<_> = pairs.iter().map(|(_, w)| w.as_fd()).collect();
+        self.channels_message(n, &fds);
+        pairs.into_iter().map(|(m, _)| Master::new(m)).collect()
     }
 
     /// Receives an ACK and returns its seqs.

@@ -122,6 +122,16 @@ impl Ring {
         dispatch!(self, accept_multi(listener, token))
     }
 
+    /// Single-shot accept: one `Accepted` completion (`more == false`), then arm it again to
+    /// take the next connection. io_uring: each armed accept waits as a waiter of its own,
+    /// behind those already waiting, so the accepts of several rings on one listener take
+    /// turns (a multishot accept keeps its place and takes every connection queued when it is
+    /// woken: the first ring armed would take them all). epoll: the same as
+    /// [`accept_multi`](Ring::accept_multi) (each loop's epoll takes what readiness brings it).
+    pub fn accept(&mut self, listener: BorrowedFd<'_>, token: u64) -> OpId {
+        dispatch!(self, accept(listener, token))
+    }
+
     /// recv into `buf`'s spare capacity (from index 0: it is cleared first; up to
     /// `buf.capacity()` bytes). `flags` are libc MSG_* flags, passed through (stickyd uses
     /// MSG_PEEK|MSG_DONTWAIT). The completion hands `buf` back with its len set to the bytes

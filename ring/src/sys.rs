@@ -184,6 +184,27 @@ pub fn set_defer_accept(fd: BorrowedFd<'_>, seconds: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// How many connections wait in a TCP listening socket's accept queue (`TCP_INFO`'s
+/// `tcpi_unacked`, which a listening socket fills with its accept backlog).
+pub fn accept_queue_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain data, valid zeroed.
+    let mut info: libc::tcp_info = unsafe { mem::zeroed() };
+    let mut len = mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` is a live tcp_info and `len` its size; the kernel writes at most `len`
+    // bytes and says how many in `len`.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    })
+    .map_err(|e| context("getsockopt(TCP_INFO)", e))?;
+    Ok(info.tcpi_unacked)
+}
+
 /// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) as two OwnedFds.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socket_pair(libc::SOCK_SEQPACKET, "socketpair(AF_UNIX, SOCK_SEQPACKET)")

@@ -111,6 +111,11 @@ impl Ring {
         self.watch(listener, token, Kind::Accept)
     }
 
+    /// As [`accept_multi`](Self::accept_multi): readiness spreads connections over the loops.
+    pub(crate) fn accept(&mut self, listener: BorrowedFd<'_>, token: u64) -> OpId {
+        self.accept_multi(listener, token)
+    }
+
     pub(crate) fn recv(
         &mut self,
         fd: BorrowedFd<'_>,

@@ -73,6 +73,12 @@ impl Ring {
         self.queue(entry, token, Owned::Accept)
     }
 
+    /// Single-shot accept on a listening socket (see [`op::accept::single`]).
+    pub fn accept(&mut self, listener: BorrowedFd<'_>, token: u64) -> OpId {
+        let entry = op::accept::single(listener);
+        self.queue(entry, token, Owned::Accept)
+    }
+
     /// recv into `buf`'s spare capacity (from index 0: it is cleared first; up to
     /// `buf.capacity()` bytes). `flags` are libc MSG_* flags, passed through (stickyd uses
     /// MSG_PEEK|MSG_DONTWAIT). The completion hands `buf` back with its len set to the bytes

@@ -1,4 +1,4 @@
-//! Multishot accept: one submission, one completion per accepted connection.
+//! Accept: multishot (one submission, one completion per accepted connection) or single-shot.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -14,6 +14,21 @@ pub(crate) fn entry(listener: BorrowedFd<'_>) -> squeue::Entry {
     opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
         .flags(libc::SOCK_CLOEXEC)
         .build()
+}
+
+/// A single-shot accept on `listener`; the accepted fd gets `SOCK_CLOEXEC`.
+///
+/// Each one waits on the listener as a waiter of its own, queued behind the waiters already
+/// there: accepts armed by several rings take turns, where a multishot accept, which stays at
+/// its place and empties the backlog whenever it is woken, takes every connection.
+pub(crate) fn single(listener: BorrowedFd<'_>) -> squeue::Entry {
+    opcode::Accept::new(
+        types::Fd(listener.as_raw_fd()),
+        std::ptr::null_mut(),
+        std::ptr::null_mut(),
+    )
+    .flags(libc::SOCK_CLOEXEC)
+    .build()
 }
 
 /// One accept completion; `more` is `IORING_CQE_F_MORE` (the accept stays armed).

@@ -119,8 +119,8 @@ pub struct Cli {
     #[arg(long, value_name = "KIND", value_enum)]
     pub ipc: Option<Ipc>,
 
-    /// Dispatcher threads, each accepting and peeking on its own ring over the same
-    /// listeners; the master's loop is the first (1 to 64) [default: 1]
+    /// Dispatcher threads, each accepting, peeking and handing off on its own ring over the
+    /// same listeners; the master's loop is the first (1 to 64) [default: 1]
     #[arg(long, value_name = "N", value_parser = parse_threads)]
     pub threads: Option<u32>,
 

@@ -112,3 +112,115 @@ fn a_shutdown_routes_what_every_thread_was_peeking_at() {
     }
     assert!(s.wait_exit(TIMEOUT).success(), "{:#?}", s.log());
 }
+
+/// Requests from `clients` threads at once, `each` requests each with its own `X-User`; every
+/// one must be served by its key's worker.
+fn users_at_once(s: &Stickyd, clients: usize, each: usize) {
+    let addr = s.addr();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            std::thread::spawn(move || {
+                for i in 0..each {
+                    let user = format!("user-{c}-{i}");
+                    let r = get(addr, None, "/", &[&format!("X-User: {user}")]);
+                    assert_eq!(r.status, 200);
+                    assert_eq!(
+                        r.worker(),
+                        util::owner(Key::Bytes(user.as_bytes()), 2),
+                        "{user}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("a client failed");
+    }
+}
+
+#[test]
+fn threads_hand_connections_to_the_workers_over_channels_of_their_own() {
+    let s = start("3");
+    users_at_once(&s, 8, 40);
+    let (_, body) = util::scrape(s.metrics_addr(), "/metrics");
+    let dispatched = util::metric_sum(&body, "stickyd_connections_dispatched_total");
+    let by_threads = util::metric_sum(&body, "stickyd_thread_handoffs_total");
+    assert_eq!(dispatched, 320.0);
+    // Whichever loop accepted a connection handed it over: the two dispatcher threads took
+    // their share of the accepts, and of the hand-offs, without the master.
+    assert!(
+        by_threads > 0.0 && by_threads <= dispatched,
+        "{by_threads} of {dispatched} connections handed over by the threads"
+    );
+    // Each worker holds one channel from the master and one from each dispatcher thread.
+    for pid in s.worker_pids() {
+        assert_eq!(seqpacket_sockets(pid), 3, "worker {pid}");
+    }
+}
+
+/// How many `SOCK_SEQPACKET` Unix sockets process `pid` holds.
+fn seqpacket_sockets(pid: u32) -> usize {
+    let table = std::fs::read_to_string("/proc/net/unix").expect("/proc/net/unix");
+    // Num RefCount Protocol Flags Type St Inode Path: type 0005 is SOCK_SEQPACKET.
+    let inodes: std::collections::HashSet<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(4) == Some(&"0005")).then(|| fields.get(6).map(|i| i.to_string()))?
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy().into_owned();
+            let inode = target
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .to_owned();
+            Some(inode)
+        })
+        .filter(|inode| inodes.contains(inode))
+        .count()
+}
+
+#[test]
+fn a_worker_without_channels_of_its_own_is_served_through_the_master() {
+    let python = std::process::Command::new("python3")
+        .arg("--version")
+        .output();
+    assert!(
+        python.is_ok_and(|o| o.status.success()),
+        "python3 is needed for this test (the worker written from the wire protocol page)"
+    );
+    let worker = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/worker.py");
+    let s = Stickyd::start_ready(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "2",
+            "--threads",
+            "3",
+            "--key",
+            "header:x-user",
+            "--metrics",
+            "127.0.0.1:0",
+            "--",
+            "python3",
+            worker,
+        ],
+        2,
+    );
+    users_at_once(&s, 4, 20);
+    let (_, body) = util::scrape(s.metrics_addr(), "/metrics");
+    assert_eq!(
+        util::metric_sum(&body, "stickyd_connections_dispatched_total"),
+        80.0
+    );
+    assert_eq!(
+        util::metric_sum(&body, "stickyd_thread_handoffs_total"),
+        0.0
+    );
+}

@@ -389,3 +389,57 @@ fn without_a_hold_a_slow_replacement_s_keys_move_away_once_and_back_once() {
         "a victim's keys waited for it without a hold: {rounds:?}"
     );
 }
+
+// The same moments with dispatcher threads: each thread hands connections to the workers over
+// channels of its own, and must keep exactly the master's rules.
+
+#[test]
+fn with_dispatcher_threads_clients_of_a_worker_slow_to_say_hello_wait_for_it() {
+    for round in 0..3 {
+        let s = start(&[
+            "--threads",
+            "3",
+            "--",
+            "bash",
+            "-c",
+            &worker_script("sleep 2"),
+        ]);
+        let (served, early) = clients_at_once(&s, 5, "worker 1 ready");
+        for (ip, workers) in &served {
+            let expected = owner_of(*ip);
+            assert!(
+                workers.iter().all(|&w| w == expected),
+                "round {round}: client {ip} (key owned by worker {expected}) was served by \
+                 {workers:?}; log: {:#?}",
+                s.log()
+            );
+        }
+        s.wait_log("worker 1 ready", TIMEOUT);
+        assert!(
+            early,
+            "round {round}: worker 1 was ready before the first request"
+        );
+    }
+}
+
+#[test]
+fn with_dispatcher_threads_a_slow_replacement_keeps_its_keys_within_the_hold() {
+    let rounds = three_kills(Workers::SlowRestart, &["--threads", "3"], never_moved);
+    assert!(
+        rounds.iter().all(|&(during, _)| during > 0),
+        "a restart had no request during it: {rounds:?}"
+    );
+}
+
+#[test]
+fn with_dispatcher_threads_and_no_hold_keys_move_away_once_and_back_once() {
+    let rounds = three_kills(
+        Workers::SlowRestart,
+        &["--threads", "3", "--respawn-hold", "0s"],
+        away_once_and_back,
+    );
+    assert!(
+        rounds.iter().all(|&(_, away)| away > 0),
+        "a victim's keys waited for it without a hold: {rounds:?}"
+    );
+}

@@ -117,15 +117,28 @@ impl Load {
 
 #[test]
 fn upgrades_under_load_lose_no_request_and_keep_every_key_on_its_worker() {
+    upgrades_under_load("1", "upgrade-load");
+}
+
+#[test]
+fn with_dispatcher_threads_upgrades_under_load_lose_no_request_and_move_no_key() {
+    upgrades_under_load("3", "upgrade-load-threads");
+}
+
+/// Two upgrades in a row under load with `--threads threads`: no request fails, every key stays
+/// with one worker id throughout.
+fn upgrades_under_load(threads: &str, notify_path: &str) {
     become_subreaper();
     let mut successors = Successors::default();
-    let notify = NotifySocket::at_path("upgrade-load");
+    let notify = NotifySocket::at_path(notify_path);
     let mut s = Stickyd::start_with_env(
         &[
             "--listen",
             "127.0.0.1:0",
             "--workers",
             "4",
+            "--threads",
+            threads,
             "--key",
             "header:x-forwarded-for",
         ],

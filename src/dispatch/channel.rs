@@ -17,6 +17,8 @@ pub(crate) enum Outgoing<'a, C> {
     Refused(&'a str),
     /// `WELCOME`.
     Welcome,
+    /// `CHANNELS`: one channel per dispatcher thread, whose other ends the threads keep.
+    Channels,
     /// `CONNS` with these connections, in record order.
     Conns(&'a [Handoff<C>]),
     /// `DRAIN`; the sending side is shut once it is sent.
@@ -95,6 +97,9 @@ impl<C> Core<C> {
         } else if slot.welcome_due {
             slot.welcome_due = false;
             slot.sending = Some(Sending::Welcome);
+        } else if slot.channels_due && slot.phase == Phase::Live {
+            slot.channels_due = false;
+            slot.sending = Some(Sending::Channels);
         } else if slot.phase == Phase::Live && !slot.outbox.is_empty() {
             let n = slot.outbox.len().min(max);
             let mut batch = self.batches.pop().unwrap_or_default();
@@ -115,6 +120,7 @@ impl<C> Core<C> {
         match &slot.sending {
             Some(Sending::Refused) => slot.refusal.as_deref().map(Outgoing::Refused),
             Some(Sending::Welcome) => Some(Outgoing::Welcome),
+            Some(Sending::Channels) => Some(Outgoing::Channels),
             Some(Sending::Conns(batch)) => Some(Outgoing::Conns(batch)),
             Some(Sending::Drain) => Some(Outgoing::Drain),
             Some(Sending::Acked) | None => None,
@@ -145,7 +151,7 @@ impl<C> Core<C> {
                 self.actions.push_back(Action::ShutWrite(w));
                 self.gone(w, "refused", now);
             }
-            (Some(Sending::Welcome | Sending::Acked) | None, None) => {}
+            (Some(Sending::Welcome | Sending::Channels | Sending::Acked) | None, None) => {}
             (sending, Some(failure)) => {
                 // Nothing of a failed send reached the worker: put it back.
                 match sending {
@@ -155,6 +161,8 @@ impl<C> Core<C> {
                         }
                     }
                     Some(Sending::Welcome) => slot.welcome_due = true,
+                    // New channels are made for the next attempt.
+                    Some(Sending::Channels) => slot.channels_due = true,
                     Some(Sending::Drain) => {
                         slot.drain = Drain::Wanted;
                         self.update_live();

@@ -81,6 +81,16 @@ impl<C> Core<C> {
         self.go_live(w);
     }
 
+    /// Slot `w`'s worker, just welcomed, takes extra channels: the dispatcher threads' channels
+    /// go out after its `WELCOME`.
+    pub fn offer_channels(&mut self, w: u32) {
+        if let Some(slot) = self.slots.get_mut(w as usize) {
+            if slot.phase == Phase::Live && slot.welcome_due {
+                slot.channels_due = true;
+            }
+        }
+    }
+
     /// The slot an attaching worker asking for `wanted` gets: that one if it is free, or with
     /// [`ANY_WORKER`] the lowest free one; `Err` says why none.
     pub fn free_slot(&self, wanted: u32) -> Result<u32, String> {

@@ -81,6 +81,21 @@ impl<C> Core<C> {
     }
 
     /// Whether some live worker can take one more connection.
+    /// How slot `w` stands for routing, for the dispatcher threads' own channels: `None` if
+    /// it is not a candidate for any key; `Some(true)` if it is live and a connection whose
+    /// first choice it is goes straight to it; `Some(false)` if its keys wait for its
+    /// replacement.
+    pub fn standing(&self, w: u32) -> Option<bool> {
+        let slot = self.slots.get(w as usize)?;
+        if slot.routable() {
+            Some(true)
+        } else if slot.holding() {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
     pub(super) fn room(&self) -> bool {
         let max_queue = self.max_queue();
         self.live

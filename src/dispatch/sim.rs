@@ -159,6 +159,8 @@ impl Scenario {
 #[derive(Debug)]
 enum ToWorker {
     Welcome,
+    /// The dispatcher threads' channels (a no-op for the simulated worker).
+    Channels,
     Refused,
     /// `(seq, connection id)` in record order.
     Conns(Vec<(u64, usize)>),
@@ -537,6 +539,7 @@ impl Sim {
             let msg = match out {
                 Outgoing::Refused(_) => ToWorker::Refused,
                 Outgoing::Welcome => ToWorker::Welcome,
+                Outgoing::Channels => ToWorker::Channels,
                 Outgoing::Drain => ToWorker::Drain,
                 Outgoing::Conns(batch) => {
                     ToWorker::Conns(batch.iter().map(|h| (h.rec.seq, h.conn.0)).collect())
@@ -1128,7 +1131,7 @@ impl Sim {
                     }
                 }
                 match read {
-                    ToWorker::Welcome => {}
+                    ToWorker::Welcome | ToWorker::Channels => {}
                     ToWorker::Refused => worker.done = true,
                     ToWorker::Drain => worker.draining = true,
                     ToWorker::Eof => worker.done = true,
@@ -1157,6 +1160,10 @@ impl Sim {
                             }
                         }
                         self.core.hello(w, said, pid);
+                        // Half the native workers take the dispatcher threads' channels.
+                        if !self.sc.node && pid % 2 == 0 {
+                            self.core.offer_channels(w);
+                        }
                     }
                     Some(ToMaster::Ack(seqs)) => {
                         self.note(format!("master reads ACK {seqs:?} from {w}"));
@@ -1270,6 +1277,9 @@ impl Sim {
                         view.ever_live = true;
                         view.held = false;
                         self.core.attached(w, pid);
+                        if pid % 2 == 0 {
+                            self.core.offer_channels(w);
+                        }
                     }
                     Err(why) => self.note(format!("attach to {wanted} refused: {why}")),
                 }

@@ -50,6 +50,8 @@ pub(crate) enum Sending<C> {
     Refused,
     /// `DRAIN`; the channel's sending side is shut once it is sent.
     Drain,
+    /// `CHANNELS`: the dispatcher threads' channels to this worker.
+    Channels,
     /// A `CONNS` message and the connections it carries, in record order.
     Conns(Vec<Handoff<C>>),
     /// A `CONNS` message whose `ACK` arrived before the send's own completion.
@@ -78,6 +80,8 @@ pub(crate) struct Slot<C> {
     /// A `REFUSED` to send instead of anything else.
     pub refusal: Option<String>,
     pub welcome_due: bool,
+    /// The worker takes the dispatcher threads' channels: `CHANNELS` goes out after `WELCOME`.
+    pub channels_due: bool,
     pub drain: Drain,
     /// After a send failed for want of kernel resources: no send before then.
     pub retry_at: Option<Instant>,
@@ -122,6 +126,7 @@ impl<C> Slot<C> {
             unacked: VecDeque::new(),
             refusal: None,
             welcome_due: false,
+            channels_due: false,
             drain: Drain::No,
             retry_at: None,
             violated: false,
@@ -144,6 +149,7 @@ impl<C> Slot<C> {
         self.sending = None;
         self.refusal = None;
         self.welcome_due = false;
+        self.channels_due = false;
         self.drain = Drain::No;
         self.retry_at = None;
         self.violated = false;

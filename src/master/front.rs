@@ -3,6 +3,13 @@
 //! is given, and puts each connection whose key is known in [`Front::routed`], for its owner
 //! to route: the master's own loop, or a dispatcher thread that passes them to the master
 //! (`--threads`, see [`super::acceptors`]).
+//!
+//! Alone on its listeners, a front arms one multishot accept per listener. When several loops
+//! share the listeners (dispatcher threads), each arms [`SHARED_ACCEPTS`] single-shot accepts
+//! per listener instead: a multishot accept keeps its place among the listener's waiters and
+//! empties the backlog each time it is woken, so the loop that armed first would take every
+//! connection; single-shot accepts go to the back of the line once they have taken one, so the
+//! loops take turns, and a busy loop, which arms again later, takes fewer.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,14 +34,23 @@ use crate::verdict::{Examiner, Finality, Refusal, Verdict};
 /// the backlog), so the memory for pending connections and their operations stays bounded.
 pub(super) const MAX_PENDING: usize = 65_536;
 
+/// Single-shot accepts a front keeps armed per listener when it shares the listeners with
+/// other loops: enough for one wake of the loop to take several connections.
+pub(super) const SHARED_ACCEPTS: usize = 4;
+
+/// How often a front that watches its listeners' backlogs looks (see
+/// [`Front::watching_backlogs`]).
+const BACKLOG_CHECK: Duration = Duration::from_millis(200);
+
 /// A listening socket and its accept.
 #[derive(Debug)]
 pub(super) struct Listener {
     pub name: String,
     pub addr: SocketAddr,
     pub socket: Option<TcpListener>,
-    accept: Option<OpId>,
-    /// A cancel of `accept` has been submitted.
+    /// The accepts armed on it.
+    accepts: Vec<OpId>,
+    /// A cancel of every accept has been submitted.
     cancelling: bool,
     /// When to arm the accept again after an error.
     rearm_at: Option<Instant>,
@@ -52,7 +68,7 @@ impl Listener {
             name,
             addr,
             socket: Some(socket),
-            accept: None,
+            accepts: Vec::new(),
             cancelling: false,
             rearm_at: None,
             error_logged: false,
@@ -77,6 +93,14 @@ pub(super) struct Front {
     closing: bool,
     /// Accept pauses are counted in the metrics (by the master's own front only).
     count_pauses: bool,
+    /// Single-shot accepts armed per listener; 0: one multishot accept.
+    shared_accepts: usize,
+    /// When to look at the listeners' backlogs next (see [`Front::watching_backlogs`]).
+    backlog_check: Option<Instant>,
+    /// The front watches its listeners' backlogs.
+    watch_backlogs: bool,
+    /// Some accept completed since the last look.
+    accepted_lately: bool,
     peek_timeout: Duration,
     max_peek: usize,
     metrics: Arc<Metrics>,
@@ -102,6 +126,10 @@ impl Front {
             accepting: false,
             closing: false,
             count_pauses: true,
+            shared_accepts: 0,
+            backlog_check: None,
+            watch_backlogs: false,
+            accepted_lately: false,
             peek_timeout,
             max_peek,
             metrics,
@@ -117,6 +145,29 @@ impl Front {
         }
     }
 
+    /// The same front, sharing its listeners with other loops: single-shot accepts (see the
+    /// [module](self) documentation).
+    pub fn sharing_listeners(self) -> Front {
+        Front {
+            shared_accepts: SHARED_ACCEPTS,
+            ..self
+        }
+    }
+
+    /// The same front, watching its listeners' backlogs: every [`BACKLOG_CHECK`] while it
+    /// accepts, if no accept has completed since the last look and connections wait in a
+    /// listener's accept queue, its accepts are armed again. An accept waits as an exclusive
+    /// waiter, and the kernel wakes one exclusive waiter per connection; a waiter of another
+    /// process that is being cancelled at that moment (an upgrade's predecessor closing its
+    /// listeners) takes the wake-up with it, and the connection waits for the next one. Armed
+    /// again, an accept first tries at once and takes it.
+    pub fn watching_backlogs(self) -> Front {
+        Front {
+            watch_backlogs: true,
+            ..self
+        }
+    }
+
     /// Connections accepted and not yet routed.
     pub fn pending(&self) -> usize {
         self.conns.len()
@@ -124,7 +175,7 @@ impl Front {
 
     /// Whether nothing more can come out of this front: no accept armed and nothing pending.
     pub fn idle(&self) -> bool {
-        self.conns.is_empty() && self.listeners.iter().all(|l| l.accept.is_none())
+        self.conns.is_empty() && self.listeners.iter().all(|l| l.accepts.is_empty())
     }
 
     /// Whether the pending connections leave room to accept more.
@@ -134,29 +185,47 @@ impl Front {
 
     // ---- accepting -------------------------------------------------------------------------
 
-    pub fn on_accept(&mut self, ring: &mut Ring, l: u32, fd: io::Result<OwnedFd>, more: bool) {
+    pub fn on_accept(
+        &mut self,
+        ring: &mut Ring,
+        l: u32,
+        op: OpId,
+        fd: io::Result<OwnedFd>,
+        more: bool,
+    ) {
         let closing = self.closing;
+        let single = self.shared_accepts > 0;
         let Some(listener) = self.listeners.get_mut(l as usize) else {
             return;
         };
         if !more {
-            listener.accept = None;
-            listener.cancelling = false;
-            if closing {
-                // The listener closes: clients still in its backlog are reset.
-                listener.socket = None;
-                listener.rearm_at = None;
+            listener.accepts.retain(|&a| a != op);
+            if listener.accepts.is_empty() {
+                listener.cancelling = false;
+                if closing {
+                    // The listener closes: clients still in its backlog are reset.
+                    listener.socket = None;
+                    listener.rearm_at = None;
+                }
             }
         }
-        // The accept ended by itself (not by our cancel): arming it again is a re-arm.
+        // The accept ended by itself (not by our cancel, nor a single-shot accept's normal
+        // end): arming it again is a re-arm.
         let cancelled = matches!(&fd, Err(e) if e.raw_os_error() == Some(libc::ECANCELED));
-        if !more && !cancelled {
+        let taken = single && fd.is_ok();
+        if !more && !cancelled && !taken {
             listener.ended = true;
         }
         match fd {
             Ok(fd) => {
                 listener.error_logged = false;
+                self.accepted_lately = true;
                 self.admit(ring, l as u16, fd);
+                if taken {
+                    // Back in line for the next connection.
+                    let accepting = self.accepting;
+                    self.set_accepting(ring, accepting);
+                }
             }
             Err(_) if cancelled => {}
             Err(e) => {
@@ -232,25 +301,30 @@ impl Front {
                 // A back-off pending from an accept error is moot while nothing is accepted.
                 listener.rearm_at = None;
             }
-            match listener.accept {
-                None if accepting
-                    && listener
-                        .rearm_at
-                        .is_none_or(|at| now.is_some_and(|now| at <= now)) =>
-                {
-                    if listener.ended {
-                        self.metrics.accept_rearm();
-                        listener.ended = false;
-                    }
-                    listener.rearm_at = None;
-                    listener.accept =
-                        Some(ring.accept_multi(socket.as_fd(), Token::Accept(i as u32).encode()));
+            let wanted = self.shared_accepts.max(1);
+            let due = listener
+                .rearm_at
+                .is_none_or(|at| now.is_some_and(|now| at <= now));
+            if accepting && due && !listener.cancelling && listener.accepts.len() < wanted {
+                if listener.ended {
+                    self.metrics.accept_rearm();
+                    listener.ended = false;
                 }
-                Some(op) if !accepting && !listener.cancelling => {
-                    listener.cancelling = true;
+                listener.rearm_at = None;
+                let token = Token::Accept(i as u32).encode();
+                while listener.accepts.len() < wanted {
+                    let op = if self.shared_accepts > 0 {
+                        ring.accept(socket.as_fd(), token)
+                    } else {
+                        ring.accept_multi(socket.as_fd(), token)
+                    };
+                    listener.accepts.push(op);
+                }
+            } else if !accepting && !listener.accepts.is_empty() && !listener.cancelling {
+                listener.cancelling = true;
+                for &op in &listener.accepts {
                     ring.cancel(op, Token::Housekeeping.encode());
                 }
-                _ => {}
             }
         }
     }
@@ -260,13 +334,13 @@ impl Front {
     pub fn close(&mut self, ring: &mut Ring) {
         self.closing = true;
         for listener in &mut self.listeners {
-            match listener.accept {
-                Some(op) if !listener.cancelling => {
-                    listener.cancelling = true;
+            if listener.accepts.is_empty() {
+                listener.socket = None;
+            } else if !listener.cancelling {
+                listener.cancelling = true;
+                for &op in &listener.accepts {
                     ring.cancel(op, Token::Housekeeping.encode());
                 }
-                Some(_) => {}
-                None => listener.socket = None,
             }
             listener.rearm_at = None;
         }
@@ -451,12 +525,61 @@ impl Front {
             .filter(|l| l.socket.is_some())
             .filter_map(|l| l.rearm_at)
             .min();
-        rearm.into_iter().chain(self.conns.next_deadline()).min()
+        let backlog = self.backlog_check.filter(|_| self.accepting);
+        rearm
+            .into_iter()
+            .chain(self.conns.next_deadline())
+            .chain(backlog)
+            .min()
+    }
+
+    /// Looks at the listeners' backlogs, if it is time (see [`Front::watching_backlogs`]).
+    fn check_backlogs(&mut self, ring: &mut Ring, now: Instant) {
+        if !self.watch_backlogs || !self.accepting {
+            self.backlog_check = None;
+            return;
+        }
+        let Some(at) = self.backlog_check else {
+            self.backlog_check = Some(now + BACKLOG_CHECK);
+            self.accepted_lately = false;
+            return;
+        };
+        if now < at {
+            return;
+        }
+        self.backlog_check = Some(now + BACKLOG_CHECK);
+        if std::mem::take(&mut self.accepted_lately) {
+            return;
+        }
+        for listener in &mut self.listeners {
+            let Some(socket) = &listener.socket else {
+                continue;
+            };
+            if listener.accepts.is_empty() || listener.cancelling {
+                continue;
+            }
+            match sys::accept_queue_len(socket.as_fd()) {
+                Ok(0) => {}
+                Ok(waiting) => {
+                    debug!(
+                        "{} connections wait on {} ({}) with no accept woken: arming again",
+                        waiting, listener.addr, listener.name
+                    );
+                    self.metrics.accept_rearm();
+                    listener.cancelling = true;
+                    for &op in &listener.accepts {
+                        ring.cancel(op, Token::Housekeeping.encode());
+                    }
+                }
+                Err(e) => debug!("{e}"),
+            }
+        }
     }
 
     /// Ends the peeks whose deadline has passed: their poll is cancelled, and the last peek
     /// decides.
     pub fn expire(&mut self, ring: &mut Ring, now: Instant) {
+        self.check_backlogs(ring, now);
         let mut expired = std::mem::take(&mut self.expired);
         expired.clear();
         self.conns.expire(now, &mut expired);

@@ -11,6 +11,7 @@ mod attach;
 mod conns;
 mod front;
 mod inherit;
+mod lanes;
 mod listen;
 mod node;
 mod notify;
@@ -209,6 +210,8 @@ impl Master {
                 peek_timeout: config.peek_timeout,
                 max_peek: config.max_peek,
                 metrics: &metrics,
+                workers: config.workers,
+                max_queue: config.max_queue,
             };
             Some(Acceptors::start(config.threads - 1, &setup)?)
         } else {
@@ -220,7 +223,13 @@ impl Master {
             config.peek_timeout,
             config.max_peek,
             Arc::clone(&metrics),
-        );
+        )
+        .watching_backlogs();
+        // With dispatcher threads, the master's loop is one of the loops taking turns.
+        let front = match acceptors {
+            Some(_) => front.sharing_listeners(),
+            None => front,
+        };
         let upgrade = upgrade::Upgrade::new(&mut inherited, config.workers, metrics_copy);
         let start = match &threads {
             Some(_) => Start::Threads,
@@ -360,8 +369,11 @@ impl Master {
             // thread workers' queues and the decision about accepting (in `fire_timers`).
             self.fire_timers(Instant::now())?;
             for w in 0..self.core.workers() {
-                self.metrics.set_unacked(w, self.core.unacked(w) as u64);
+                let threads = self.acceptors.as_ref().map_or(0, |a| a.unacked(w));
+                self.metrics
+                    .set_unacked(w, (self.core.unacked(w) + threads) as u64);
             }
+            self.publish_view();
             self.metrics
                 .set_pending((self.front.pending() + self.threads_pending()) as u64);
         }
@@ -383,6 +395,15 @@ impl Master {
         Ok(())
     }
 
+    /// Tells the dispatcher threads how each slot stands now, for their own channels.
+    fn publish_view(&self) {
+        if let Some(acceptors) = &self.acceptors {
+            for w in 0..self.core.workers() {
+                acceptors.publish(w, self.core.standing(w));
+            }
+        }
+    }
+
     /// Connections the dispatcher threads are peeking at or passing on.
     fn threads_pending(&self) -> usize {
         self.acceptors.as_ref().map_or(0, Acceptors::pending)
@@ -395,7 +416,7 @@ impl Master {
         };
         match (token, c.outcome) {
             (Token::Accept(l), Outcome::Accepted { fd, more }) => {
-                self.front.on_accept(&mut self.ring, l, fd, more)
+                self.front.on_accept(&mut self.ring, l, c.op, fd, more)
             }
             (Token::Conn(k), Outcome::Received { buf, result }) => {
                 self.front.on_peek(&mut self.ring, k as usize, buf, result)
@@ -440,6 +461,8 @@ impl Master {
     fn update_accepting(&mut self) {
         self.tend_attach(None);
         let accepting = self.core.accepting() && self.upgrade.may_accept();
+        // The threads see how the workers stand before they accept.
+        self.publish_view();
         self.front.set_accepting(&mut self.ring, accepting);
         if let Some(acceptors) = &mut self.acceptors {
             acceptors.set_accepting(accepting);
@@ -457,6 +480,19 @@ impl Master {
         self.front.routed = routed;
         while let Some(h) = self.acceptors.as_ref().and_then(Acceptors::take) {
             self.core.routed(h);
+        }
+        // A worker that broke the protocol on a thread's channel is ended, as on the master's
+        // own; a report about an earlier worker of the slot is moot.
+        while let Some((w, generation, what)) =
+            self.acceptors.as_ref().and_then(Acceptors::take_violation)
+        {
+            if self
+                .io
+                .get(w as usize)
+                .is_some_and(|io| io.lanes == generation)
+            {
+                self.core.violation(w, &what);
+            }
         }
     }
 

@@ -37,6 +37,11 @@ pub(super) struct WorkerIo {
     pub thread: Option<Sender<Delivery>>,
     /// A Node worker's channel state (`--ipc node`).
     pub node: Option<NodeChannel>,
+    /// The worker's ends of the dispatcher threads' channels, while the `CHANNELS` message
+    /// that carries them is in flight.
+    pub offered: Vec<OwnedFd>,
+    /// The generation of the dispatcher threads' channels to this worker (0: none).
+    pub lanes: u64,
 }
 
 impl WorkerIo {
@@ -262,10 +267,27 @@ impl Master {
                     }
                     None
                 }
+                Outgoing::Channels => {
+                    // One channel per dispatcher thread: the thread keeps one end, the worker
+                    // gets the other. (A failed send closes the worker's ends: the threads
+                    // see those channels end.)
+                    (io.offered, io.lanes) = lanes(self.acceptors.as_mut(), w);
+                    if !io.offered.is_empty() {
+                        wire::encode_channels(io.offered.len(), data);
+                    }
+                    None
+                }
             };
             match handles {
                 Some(batch) => msg.set_fds(batch.iter().map(|h| h.conn.as_fd())),
+                None if !io.offered.is_empty() => msg.set_fds(io.offered.iter().map(AsFd::as_fd)),
                 None => msg.set_fds(std::iter::empty()),
+            }
+            if data_is_empty(&msg) {
+                // Nothing to say after all (no channel could be made): as if sent.
+                io.msg = Some(msg);
+                self.core.sent(w, Ok(()), now);
+                continue;
             }
             self.ring
                 .send_msg(channel.as_fd(), msg, Token::ChannelSend(w).encode());
@@ -329,7 +351,10 @@ impl Master {
     }
 
     pub(super) fn on_channel_sent(&mut self, w: u32, msg: OutMsg, result: io::Result<usize>) {
-        self.io[w as usize].msg = Some(msg);
+        let io = &mut self.io[w as usize];
+        io.msg = Some(msg);
+        // The worker's ends of the threads' channels are in its queue now, or never will be.
+        io.offered.clear();
         let result = result.map(drop).map_err(|e| SendFailure {
             kind: match e.raw_os_error() {
                 Some(libc::ENOBUFS | libc::ENOMEM | libc::ETOOMANYREFS | libc::EAGAIN) => {
@@ -350,7 +375,12 @@ impl Master {
             Ok(_) if self.io[w as usize].node.is_some() => self.on_node_recv(w, &mut msg),
             Ok(_) if msg.truncated() => self.core.violation(w, "sent an oversized message"),
             Ok(_) => match wire::decode(msg.data()) {
-                Ok(Message::Hello(hello)) => self.core.hello(w, hello.worker_id, hello.pid),
+                Ok(Message::Hello(hello)) => {
+                    self.core.hello(w, hello.worker_id, hello.pid);
+                    if hello.flags & wire::HELLO_CHANNELS != 0 && self.acceptors.is_some() {
+                        self.core.offer_channels(w);
+                    }
+                }
                 Ok(Message::Ack(seqs)) => self.core.ack(w, seqs),
                 Ok(other) => self
                     .core
@@ -397,6 +427,36 @@ impl Master {
             }
         }
     }
+}
+
+/// Makes one channel per dispatcher thread to slot `w`'s worker, gives the threads their ends
+/// and returns the worker's. Empty without threads, or if a channel cannot be made (the worker
+/// is then served through the master's channel alone).
+fn lanes(acceptors: Option<&mut super::acceptors::Acceptors>, w: u32) -> (Vec<OwnedFd>, u64) {
+    let Some(acceptors) = acceptors else {
+        return (Vec::new(), 0);
+    };
+    let mut theirs = Vec::with_capacity(acceptors.count());
+    let mut ours = Vec::with_capacity(acceptors.count());
+    for _ in 0..acceptors.count() {
+        match sys::seqpacket_pair() {
+            Ok((thread_end, worker_end)) => {
+                ours.push(thread_end);
+                theirs.push(worker_end);
+            }
+            Err(e) => {
+                warn!("worker {w}: cannot make the dispatcher threads' channels: {e}");
+                return (Vec::new(), 0);
+            }
+        }
+    }
+    let generation = acceptors.give_lanes(w, ours);
+    (theirs, generation)
+}
+
+/// Whether a message holds no bytes (nothing was encoded into it).
+fn data_is_empty(msg: &OutMsg) -> bool {
+    msg.data().is_empty()
 }
 
 pub(super) fn arm_recv(ring: &mut Ring, w: u32, io: &mut WorkerIo) {

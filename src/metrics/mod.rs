@@ -49,6 +49,7 @@ pub struct Metrics {
     spills: AtomicU64,
     redispatched: AtomicU64,
     returned: AtomicU64,
+    thread_handoffs: AtomicU64,
     proxy_malformed: AtomicU64,
     proxy_untrusted: AtomicU64,
     worker_restarts: Box<[AtomicU64]>,
@@ -93,6 +94,7 @@ impl Metrics {
             spills: AtomicU64::new(0),
             redispatched: AtomicU64::new(0),
             returned: AtomicU64::new(0),
+            thread_handoffs: AtomicU64::new(0),
             proxy_malformed: AtomicU64::new(0),
             proxy_untrusted: AtomicU64::new(0),
             worker_restarts: zeroes(slots),
@@ -171,6 +173,13 @@ impl Metrics {
     /// (`stickyd_returned_total`).
     pub fn returned(&self, n: u64) {
         self.returned.fetch_add(n, Relaxed);
+    }
+
+    /// `n` connections a dispatcher thread sent over its own channel were acknowledged by
+    /// their worker (`stickyd_thread_handoffs_total`; they are in
+    /// `stickyd_connections_dispatched_total` too).
+    pub fn thread_handoffs(&self, n: u64) {
+        self.thread_handoffs.fetch_add(n, Relaxed);
     }
 
     /// A connection was closed for a malformed PROXY header (`stickyd_proxy_malformed_total`).
@@ -264,7 +273,7 @@ impl Metrics {
             }
         }
 
-        let scalars: [(&str, &str, &AtomicU64); 12] = [
+        let scalars: [(&str, &str, &AtomicU64); 13] = [
             (
                 "stickyd_peek_timeouts_total",
                 "Connections that reached the peek deadline without a key.",
@@ -294,6 +303,11 @@ impl Metrics {
                 "stickyd_returned_total",
                 "Connections a worker returned because its kernel dropped the fd (MSG_CTRUNC).",
                 &self.returned,
+            ),
+            (
+                "stickyd_thread_handoffs_total",
+                "Connections dispatcher threads handed to workers over their own channels.",
+                &self.thread_handoffs,
             ),
             (
                 "stickyd_proxy_malformed_total",

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use stickyd::keys::Key;
 use util::*;
 
-/// The configuration the README shows.
+/// The configuration docs/src/many-hosts.md shows.
 const CONFIG: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/examples/haproxy/multi-host.cfg"

@@ -1,5 +1,5 @@
-//! A worker in another language: `examples/python/worker.py`, written from the README's wire
-//! protocol page with Python's standard library, served through stickyd.
+//! A worker in another language: `examples/python/worker.py`, written from the wire protocol
+//! page (docs/src/wire-protocol.md) with Python's standard library, served through stickyd.
 
 mod util;
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A stickyd worker in Python, written from the README's wire protocol page (version 1) with
-the standard library only: it answers HTTP/1.1 like hello_worker (X-Worker, X-Listener, X-Peer,
+"""A stickyd worker in Python, written from the wire protocol page (docs/src/wire-protocol.md,
+version 1) with the standard library only: it answers HTTP/1.1 like hello_worker (X-Worker, X-Listener, X-Peer,
 body "worker: <id>"), one thread per connection.
 
     stickyd --workers 2 -- python3 examples/python/worker.py

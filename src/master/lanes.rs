@@ -139,7 +139,12 @@ pub(super) struct Lanes {
     /// Workers that broke the protocol, for the master to end.
     pub violations: Vec<super::acceptors::Violation>,
     records: Vec<ConnRecord>,
+    /// Emptied batches, reused: a hand-off allocates nothing.
+    pool: Vec<Vec<Handoff>>,
 }
+
+/// How many emptied batches are kept for reuse.
+const POOL: usize = 64;
 
 impl Lanes {
     pub fn new(
@@ -161,6 +166,7 @@ impl Lanes {
             back: Vec::new(),
             violations: Vec::new(),
             records: Vec::with_capacity(wire::MAX_CONNS),
+            pool: Vec::new(),
         }
     }
 
@@ -240,7 +246,8 @@ impl Lanes {
                 continue;
             };
             let n = lane.outbox.len().min(wire::MAX_CONNS);
-            let batch: Vec<Handoff> = lane.outbox.drain(..n).collect();
+            let mut batch = self.pool.pop().unwrap_or_default();
+            batch.extend(lane.outbox.drain(..n));
             self.records.clear();
             self.records.extend(batch.iter().map(|h| h.rec));
             let data = msg.data_mut();
@@ -379,7 +386,8 @@ impl Lanes {
         let now = now_ns();
         let mut returned = 0u64;
         let mut delivered = 0u64;
-        for mut h in batch {
+        let mut batch = batch;
+        for mut h in batch.drain(..) {
             if seqs.clone().any(|s| s == h.rec.seq) {
                 delivered += 1;
                 self.metrics.dispatched(w, h.rec.listener);
@@ -392,6 +400,9 @@ impl Lanes {
                 h.exclude = Some(w);
                 self.back.push(h);
             }
+        }
+        if self.pool.len() < POOL {
+            self.pool.push(batch);
         }
         self.metrics.thread_handoffs(delivered);
         if returned > 0 {

@@ -6,6 +6,10 @@
 //! `--listen` adds listeners after the file's; `--key`, `--fallback`, `--trust` and
 //! `--proxy-protocol` replace the file's dispatcher-wide ones (a listener with rules of its
 //! own keeps them); `-- WORKER_COMMAND` replaces `worker-command`.
+//!
+//! `--generate KIND` prints the man page or a shell completion script ([`generate()`]) instead.
+
+mod generate;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -27,6 +31,7 @@ use crate::config::{
 use crate::decide::KeyPlan;
 use crate::keys::{Cidr, KeyRule};
 
+pub use self::generate::{Generate, generate};
 pub use crate::config::{DEFAULT_MAX_QUEUE, MAX_LISTENERS, MAX_WORKERS};
 
 /// stickyd: a sticky-session connection dispatcher. Accepts TCP connections, peeks at their
@@ -46,6 +51,11 @@ pub struct Cli {
     /// print the effective configuration and exit 0, or exit 2 with what is wrong
     #[arg(long)]
     pub check: bool,
+
+    /// Print the man page (man) or a shell completion script (complete-bash, complete-zsh,
+    /// complete-fish) to stdout and exit, starting nothing; the other flags are not used
+    #[arg(long, value_name = "KIND", value_enum)]
+    pub generate: Option<Generate>,
 
     /// Listen on ADDR (repeatable); NAME defaults to l0, l1, ... [default: 127.0.0.1:3000]
     #[arg(long = "listen", value_name = "[NAME=]ADDR")]
@@ -260,7 +270,8 @@ impl Cli {
 pub enum Parsed {
     /// Run with this configuration.
     Run(Box<Config>),
-    /// Print this (help or version) to stdout and exit 0.
+    /// Print this (help, version, the effective configuration of `--check`, or what
+    /// `--generate` generates) to stdout and exit 0.
     Print(String),
     /// A bad command line or configuration file: print this one line and exit 2.
     Bad(String),
@@ -274,6 +285,10 @@ where
 {
     use clap::error::ErrorKind;
     match Cli::try_parse_from(args) {
+        Ok(Cli {
+            generate: Some(kind),
+            ..
+        }) => Parsed::Print(generate(kind)),
         Ok(cli) => {
             let check = cli.check;
             match cli.into_config() {

@@ -50,8 +50,8 @@ pub mod verdict;
 pub use config::Config;
 pub use master::Error;
 
-/// The built-in worker is the SDK's example worker, compiled in.
-#[path = "../worker-sdk/examples/hello_worker.rs"]
+/// The built-in worker is the SDK's example worker, compiled in (`src/hello_worker.rs` is a
+/// symbolic link to it, so that the published crate carries it).
 #[allow(dead_code, missing_docs)]
 mod hello_worker;
 

@@ -26,7 +26,8 @@
 //! - `curl` commands to the docs' local addresses (`127.0.0.1:3000`, the metrics at
 //!   `127.0.0.1:9100`) run against a real stickyd with its built-in worker; `haproxy` command
 //!   lines run with `-c`, where HAProxy is installed; ```js blocks pass `node --check`, where
-//!   Node is installed; `cp` sources exist;
+//!   Node is installed; `cp` sources exist; ```json blocks parse; the stickyd command line of a
+//!   ```dockerfile block (its `ENTRYPOINT` and `CMD`) passes `stickyd --check`;
 //! - the flag table and the synopsis of `docs/src/running.md` name exactly the flags of
 //!   `stickyd --help`; the metrics table of `docs/src/metrics.md` names exactly the metric
 //!   families stickyd exports; every `error!`, `warn!` and `info!` line in `src/` has an
@@ -74,6 +75,11 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("wrk", "load generation, part of the benchmarks"),
     ("perf", "profiling, part of the benchmarks"),
     ("mdbook", "optional: renders the book"),
+    (
+        "docker",
+        "builds or runs a container image, which needs a Docker daemon (the Dockerfile's \
+         stickyd command line is checked from its copy in the book)",
+    ),
     ("sleep", "part of a shell loop"),
     ("true", "a shell loop's condition"),
 ];
@@ -591,13 +597,20 @@ fn shell_lines(block: &Block) -> Vec<(usize, String)> {
 }
 
 /// Splits a shell line into simple commands (words), as sh would: quotes, backslashes,
-/// comments, and the operators `;`, `&`, `&&`, `|`, `||`.
+/// comments, and the operators `;`, `&`, `&&`, `|`, `||`. Redirections (`> FILE`, `>> FILE`,
+/// `2>&1`, `< FILE`) are not words of the command: they and their targets are left out.
 fn split_commands(line: &str) -> Result<Vec<Vec<String>>, String> {
     let mut commands = Vec::new();
     let mut words: Vec<String> = Vec::new();
     let mut word: Option<String> = None;
+    // The next word is a redirection's target.
+    let mut target = false;
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
+        if target && word.is_some() && (c.is_whitespace() || matches!(c, ';' | '&' | '|')) {
+            word = None; // the target ends here
+            target = false;
+        }
         match c {
             '\'' => {
                 let w = word.get_or_insert_with(String::new);
@@ -633,6 +646,17 @@ fn split_commands(line: &str) -> Result<Vec<Vec<String>>, String> {
                 }
             }
             '#' if word.is_none() => break,
+            '>' | '<' => {
+                // `2>` names a descriptor, not a word.
+                match word.take() {
+                    Some(w) if !w.chars().all(|c| c.is_ascii_digit()) => words.push(w),
+                    _ => {}
+                }
+                if matches!(chars.peek(), Some('>' | '&')) {
+                    chars.next();
+                }
+                target = true;
+            }
             ';' | '&' | '|' => {
                 words.extend(word.take());
                 if matches!(chars.peek(), Some(&n) if n == c && c != ';') {
@@ -646,7 +670,9 @@ fn split_commands(line: &str) -> Result<Vec<Vec<String>>, String> {
             c => word.get_or_insert_with(String::new).push(c),
         }
     }
-    words.extend(word);
+    if !target {
+        words.extend(word);
+    }
     if !words.is_empty() {
         commands.push(words);
     }
@@ -796,6 +822,40 @@ fn cargo_run_args(words: &[String]) -> Option<Vec<String>> {
         (None, None) => !cargo_args.iter().any(|w| w == "-p" || w == "--package"),
     };
     takes_stickyd_args.then(|| words.get(split + 1..).unwrap_or_default().to_vec())
+}
+
+/// The arguments of the stickyd command a Dockerfile runs: its `ENTRYPOINT` (or, `FROM
+/// stickyd`, the repository's `Dockerfile`'s) followed by its `CMD`, both in exec form.
+fn dockerfile_command(text: &str) -> Result<Vec<String>, String> {
+    fn exec_form(text: &str, instruction: &str) -> Result<Option<Vec<String>>, String> {
+        let joined = text.replace("\\\n", " ");
+        let Some(json) = joined.lines().rev().find_map(|l| {
+            l.strip_prefix(instruction)
+                .and_then(|rest| rest.strip_prefix(' '))
+        }) else {
+            return Ok(None);
+        };
+        serde_json::from_str(json.trim())
+            .map(Some)
+            .map_err(|e| format!("{instruction} {json}: not the exec form (a JSON array): {e}"))
+    }
+    let entrypoint = match exec_form(text, "ENTRYPOINT")? {
+        Some(e) => e,
+        None if text.lines().any(|l| l.trim() == "FROM stickyd") => {
+            let ours = std::fs::read_to_string(root().join("Dockerfile"))
+                .map_err(|e| format!("Dockerfile: {e}"))?;
+            exec_form(&ours, "ENTRYPOINT")?.ok_or("Dockerfile: no ENTRYPOINT")?
+        }
+        None => return Err("a Dockerfile that runs no stickyd (no ENTRYPOINT)".to_owned()),
+    };
+    let mut argv = entrypoint;
+    argv.extend(exec_form(text, "CMD")?.unwrap_or_default());
+    match argv.split_first() {
+        Some((program, args)) if program == "stickyd" || program.ends_with("/stickyd") => {
+            Ok(args.to_vec())
+        }
+        _ => Err(format!("the Dockerfile runs {argv:?}, not stickyd")),
+    }
 }
 
 /// A stickyd with its built-in worker, for the docs' `curl` commands.
@@ -1398,6 +1458,19 @@ fn code_blocks_and_commands_pass_their_checks() {
                 "rust" => r.skipped.push(format!(
                     "{at}: rust: not compiled here (the crates' doctests and examples are)"
                 )),
+                "dockerfile" => match dockerfile_command(&text) {
+                    Ok(args) => match check_stickyd(&args, &aliases) {
+                        Ok(()) => r
+                            .checked
+                            .push(format!("{at}: the Dockerfile's stickyd --check")),
+                        Err(e) => r.errors.push(format!("{at}: {}", checker.explain(&e))),
+                    },
+                    Err(e) => r.errors.push(format!("{at}: {e}")),
+                },
+                "json" => match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(_) => r.checked.push(format!("{at}: JSON")),
+                    Err(e) => r.errors.push(format!("{at}: not JSON: {e}")),
+                },
                 // Text: output, pictures, synopses; a marker above says when it is checked.
                 "" | "text" | "haproxy" => {}
                 other => r.errors.push(format!(

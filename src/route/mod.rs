@@ -3,7 +3,7 @@
 //! A key is hashed once with [`key_hash`] (ahash with fixed seeds, a pinned crate version).
 //! Rendezvous hashing ([`pick`], [`rank`]) then chooses among the live workers by the highest
 //! [`score`] of (key hash, worker id): when a worker goes down only its own keys move, and they
-//! come back when it returns. [`fingerprint`] summarises the whole mapping in one number for the
+//! come back when it returns. [`fingerprint()`] summarises the whole mapping in one number for the
 //! start-up log, since the hash depends on the ahash version and on the CPU features the binary
 //! was compiled for ([`hash_path`]).
 //!

@@ -1,4 +1,4 @@
-//! Receive connections handed off by [stickyd]: rebuild a [`TcpStream`](std::net::TcpStream)
+//! Receive connections handed off by stickyd: rebuild a [`TcpStream`](std::net::TcpStream)
 //! and read the request from byte zero.
 //!
 //! stickyd accepts TCP connections, peeks at their first bytes to find a key (client address,
@@ -56,11 +56,46 @@
 //!
 //! In an event loop (mio, epoll), register [`Worker::as_fd`](std::os::fd::AsFd::as_fd) for
 //! readability once, right after the handshake (it is an epoll instance watching every channel,
-//! for readiness only), and call [`Worker::try_recv`] until it returns `WouldBlock`; see the
-//! `hello_worker` example. [`wire`] documents the channel protocol, for the master and for
-//! workers written in other languages.
+//! for readiness only), and call [`Worker::try_recv`] until it returns `WouldBlock`; the
+//! `hello_worker` example is a whole HTTP/1.1 server built so. With mio:
 //!
-//! [stickyd]: https://github.com/stickyd/stickyd
+//! ```no_run
+//! use std::io;
+//! use std::os::fd::{AsFd, AsRawFd};
+//!
+//! use mio::unix::SourceFd;
+//! use mio::{Events, Interest, Poll, Token};
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut worker = stickyd_worker::Worker::from_env()?;
+//!     let mut poll = Poll::new()?;
+//!     let channel = worker.as_fd().as_raw_fd();
+//!     poll.registry()
+//!         .register(&mut SourceFd(&channel), Token(0), Interest::READABLE)?;
+//!     let mut events = Events::with_capacity(64);
+//!     loop {
+//!         poll.poll(&mut events, None)?;
+//!         // Edge-triggered: take every connection queued, until the channel would block.
+//!         loop {
+//!             match worker.try_recv() {
+//!                 Ok(Some(conn)) => {
+//!                     // The stream is in blocking mode: switch it before registering it.
+//!                     conn.stream.set_nonblocking(true)?;
+//!                     // ... register conn.stream with the poll and serve it ...
+//!                 }
+//!                 // Every channel has ended: no connection will come any more.
+//!                 Ok(None) => return Ok(()),
+//!                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+//!                 // One message or one connection went wrong; the next ones are fine.
+//!                 Err(e) => eprintln!("worker {}: {e}", worker.id()),
+//!             }
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! [`wire`] documents the channel protocol, for the master and for workers written in other
+//! languages.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

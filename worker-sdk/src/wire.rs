@@ -45,7 +45,35 @@
 //!
 //! Every message is at least 4 bytes long, so a zero-length read always means the peer has
 //! gone. [`decode`] validates everything and borrows the receive buffer; the `encode_*`
-//! functions append one message to a `Vec<u8>`.
+//! functions append one message to a `Vec<u8>`:
+//!
+//! ```
+//! use stickyd_worker::wire::{self, ConnRecord, Hello, Message};
+//!
+//! let mut buf = Vec::new();
+//! let hello = Hello { worker_id: 2, pid: 4242, flags: wire::HELLO_CHANNELS };
+//! wire::encode_hello(&hello, &mut buf);
+//! // The header (version 1, type 1: HELLO, the flags in `count`), then worker id and pid.
+//! assert_eq!(buf, [1, 1, 1, 0, 2, 0, 0, 0, 0x92, 0x10, 0, 0]);
+//! assert!(matches!(wire::decode(&buf)?, Message::Hello(h) if h == hello));
+//!
+//! let record = ConnRecord {
+//!     seq: 7,
+//!     key_hash: 0x5eed,
+//!     accepted_ns: 1_700_000_000_000_000_000,
+//!     peer: "192.0.2.1:5678".parse().unwrap(),
+//!     listener: 0,
+//!     proxy_len: 0,
+//! };
+//! buf.clear();
+//! wire::encode_conns(&[record], &mut buf);
+//! assert_eq!(buf.len(), wire::HEADER_LEN + wire::RECORD_LEN);
+//! let Message::Conns(records) = wire::decode(&buf)? else {
+//!     panic!("not CONNS")
+//! };
+//! assert_eq!(records.get(0), Some(record));
+//! # Ok::<(), wire::WireError>(())
+//! ```
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};

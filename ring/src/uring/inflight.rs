@@ -4,7 +4,7 @@
 //! receive buffer, a boxed `msghdr` with its iovec and control buffer, a boxed timespec) until
 //! the operation's *final* completion arrives; for a multishot accept that is the completion
 //! without `IORING_CQE_F_MORE`. Only then is the slot freed and its contents handed back in the
-//! [`Outcome`].
+//! [`Outcome`](crate::Outcome).
 //!
 //! Everything the kernel sees lives in a separate heap allocation (a `Vec`'s buffer, a `Box`),
 //! never inline in the slot: the slab may grow and move its slots, which moves the handles but

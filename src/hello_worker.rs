@@ -1,0 +1,1 @@
+../worker-sdk/examples/hello_worker.rs

@@ -47,27 +47,7 @@ fn threads_share_the_listeners_and_keep_the_mapping() {
     assert_eq!(dispatchers, 2, "threads: {names:?}");
 
     // Many clients at once, so that every thread's accept takes some.
-    let addr = s.addr();
-    let clients: Vec<_> = (0..8)
-        .map(|c| {
-            std::thread::spawn(move || {
-                for i in 0..25 {
-                    let user = format!("user-{c}-{i}");
-                    let header = format!("X-User: {user}");
-                    let r = get(addr, None, "/", &[&header]);
-                    assert_eq!(r.status, 200);
-                    assert_eq!(
-                        r.worker(),
-                        util::owner(Key::Bytes(user.as_bytes()), 2),
-                        "{user}"
-                    );
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().expect("a client failed");
-    }
+    users_at_once(&s, 8, 25);
     let (_, body) = util::scrape(s.metrics_addr(), "/metrics");
     assert_eq!(
         util::metric_sum(&body, "stickyd_connections_dispatched_total"),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod haproxy;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};

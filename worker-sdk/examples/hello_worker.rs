@@ -10,6 +10,12 @@
 //! answers the requests already sent with `Connection: close`, closes idle connections, and
 //! exits when none is left. If the master refuses it, it exits 1 with the reason.
 //!
+//! On the listeners the master names for `--rehash-per-request`, a kept-alive connection goes
+//! back to the master at each request boundary: once a response is written and nothing of the
+//! next request has been read, the worker peeks, and when the next request has begun it hands
+//! the connection back (`Worker::hand_back`) for the master to route by that request's key.
+//! Requests already read (pipelined behind the last one) are answered here, in order.
+//!
 //! ```sh
 //! cargo build --release -p stickyd-worker --example hello_worker
 //! stickyd --workers 4 -- target/release/examples/hello_worker
@@ -98,8 +104,9 @@ fn serve(mut worker: Worker) -> io::Result<()> {
             let token = event.token();
             if token != CHANNEL {
                 if let Some(conn) = conns.get_mut(&token) {
+                    conn.hand_back = conn.listener.is_some_and(|l| worker.rehash_per_request(l));
                     if !conn.serve(draining) {
-                        close(&mut conns, token, poll.registry());
+                        done(&mut conns, token, &mut worker, poll.registry(), draining);
                     }
                 }
                 continue;
@@ -172,8 +179,49 @@ fn add(
     registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
     let listener = worker.listener_name(conn.meta.listener).unwrap_or("?");
     let peer = conn.meta.peer.ip();
-    conns.insert(token, Conn::new(stream, worker.id(), listener, peer));
+    let mut served = Conn::new(stream, worker.id(), listener, peer);
+    served.listener = Some(conn.meta.listener);
+    conns.insert(token, served);
     Ok(())
+}
+
+/// A connection `serve` is done with: handed back to the master if it stopped for that (the
+/// next request has begun, none of it read), else closed. If the hand-back fails, this worker
+/// serves the connection itself from then on.
+fn done(
+    conns: &mut HashMap<Token, Conn>,
+    token: Token,
+    worker: &mut Worker,
+    registry: &Registry,
+    draining: bool,
+) {
+    let Some(mut conn) = conns.remove(&token) else {
+        return;
+    };
+    if let (true, Some(listener)) = (conn.next_waiting, conn.listener) {
+        let handed = worker
+            .hand_back(&conn.stream, listener)
+            .map_err(io::Error::from);
+        match handed {
+            Ok(()) => {
+                // The master has the connection; this copy is closed when `conn` is dropped.
+                let _ = registry.deregister(&mut conn.stream);
+                return;
+            }
+            Err(e) => {
+                log(format_args!("worker {}: {e}; serving it here", worker.id()));
+                conn.listener = None;
+                conn.hand_back = false;
+                conn.next_waiting = false;
+                // The readiness that brought the next request was consumed: serve it now.
+                if conn.serve(draining) {
+                    conns.insert(token, conn);
+                    return;
+                }
+            }
+        }
+    }
+    conn.close(registry);
 }
 
 fn close(conns: &mut HashMap<Token, Conn>, token: Token, registry: &Registry) {
@@ -210,6 +258,14 @@ pub struct Conn {
     close_after: bool,
     /// Requests answered so far.
     answered: u64,
+    /// The listener index, for a connection from the master (which may ask for it back).
+    listener: Option<u16>,
+    /// Hand the connection back at a request boundary (set by the worker's loop when the
+    /// master asks for it on this listener): `serve` stops once the next request has begun,
+    /// without reading it.
+    hand_back: bool,
+    /// `serve` stopped for a hand-back: the next request is in the socket, none of it read.
+    next_waiting: bool,
 }
 
 impl Conn {
@@ -228,6 +284,9 @@ impl Conn {
             xs: 0,
             close_after: false,
             answered: 0,
+            listener: None,
+            hand_back: false,
+            next_waiting: false,
         }
     }
 
@@ -251,6 +310,19 @@ impl Conn {
             }
             if draining && self.is_idle() {
                 return Ok(false);
+            }
+            if self.hand_back && self.is_idle() {
+                // Look at the next request without reading it: it goes back to the master.
+                match self.stream.peek(&mut buf[..1]) {
+                    Ok(0) => return Ok(false), // the client has closed
+                    Ok(_) => {
+                        self.next_waiting = true;
+                        return Ok(false);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
             }
             match self.stream.read(&mut buf) {
                 // The client has finished sending: no request will complete any more.

@@ -17,7 +17,7 @@ use tokio::runtime::Handle;
 
 use crate::connection::{Connection, Meta};
 use crate::error::Error;
-use crate::worker::Worker;
+use crate::worker::{HandBackError, Worker};
 
 /// A [`Worker`] whose receive is `async`, on the tokio runtime it was created in.
 ///
@@ -159,9 +159,31 @@ impl AsyncWorker {
         }
     }
 
+    /// Whether the master asked for hand-backs on listener `listener`: see
+    /// [`Worker::rehash_per_request`].
+    pub fn rehash_per_request(&self, listener: u16) -> bool {
+        self.worker.rehash_per_request(listener)
+    }
+
+    /// Hands `conn`, received on listener `listener`, back to the master, at a request
+    /// boundary: see [`Worker::hand_back`] for the contract (a response completely written,
+    /// no byte of the next request read: peek with [`TcpStream::peek`] to learn that it has
+    /// begun). On success `conn` is dropped, which deregisters it from the reactor and closes
+    /// this worker's copy; on failure it comes back in the error, still registered, to serve
+    /// or close. The send blocks the thread (a channel with room takes it at once).
+    ///
+    /// [`TcpStream::peek`]: tokio::net::TcpStream::peek
+    pub fn hand_back(
+        &mut self,
+        conn: tokio::net::TcpStream,
+        listener: u16,
+    ) -> Result<(), HandBackError<tokio::net::TcpStream>> {
+        self.worker.hand_back(conn, listener)
+    }
+
     /// The joined worker: [`id`](Worker::id), [`workers`](Worker::workers),
     /// [`listeners`](Worker::listeners), [`listener_name`](Worker::listener_name),
-    /// [`draining`](Worker::draining).
+    /// [`draining`](Worker::draining), [`rehash_per_request`](Worker::rehash_per_request).
     pub fn worker(&self) -> &Worker {
         &self.worker
     }

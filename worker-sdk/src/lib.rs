@@ -94,6 +94,14 @@
 //! }
 //! ```
 //!
+//! A master started with `--rehash-per-request` routes every request of a kept-alive
+//! connection, not only its first: [`Worker::rehash_per_request`] says for which listeners,
+//! and at each request boundary (a response completely written, the next request's first
+//! bytes arrived and none of them read) the worker gives the connection back with
+//! [`Worker::hand_back`] instead of reading on. The master routes it by the next request's
+//! key, possibly back to the same worker, which receives it as a new connection. The
+//! `hello_worker` example does this.
+//!
 //! [`wire`] documents the channel protocol, for the master and for workers written in other
 //! languages.
 
@@ -115,4 +123,4 @@ mod worker;
 pub use async_worker::{AsyncConnection, AsyncWorker};
 pub use connection::{Connection, Meta};
 pub use error::Error;
-pub use worker::{Incoming, Worker};
+pub use worker::{HandBackError, Incoming, Worker};

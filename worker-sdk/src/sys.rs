@@ -137,6 +137,71 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     }
 }
 
+/// `sendmsg` of `buf` with `fds` (1..=`MAX_CONNS`) in one `SCM_RIGHTS` control message, with
+/// `MSG_NOSIGNAL`, retried on EINTR; like [`send`], waits for room if the socket is
+/// non-blocking and full. The fds are only borrowed: the kernel takes its own references to
+/// their open files, so the caller may close its copies once this returns `Ok`.
+pub(crate) fn send_fds(
+    fd: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<usize> {
+    if fds.is_empty() || fds.len() > MAX_CONNS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("one message carries 1..={MAX_CONNS} fds, not {}", fds.len()),
+        ));
+    }
+    let data_len = mem::size_of_val(fds);
+    // SAFETY: CMSG_SPACE is a pure size computation on its argument; it touches no memory.
+    let space = unsafe { libc::CMSG_SPACE(data_len as libc::c_uint) } as usize;
+    let mut cmsg = CmsgBuf([0; 512]);
+    if space > cmsg.0.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many fds for the control buffer",
+        ));
+    }
+    let header = libc::cmsghdr {
+        // SAFETY: CMSG_LEN is a pure size computation on its argument; it touches no memory.
+        cmsg_len: unsafe { libc::CMSG_LEN(data_len as libc::c_uint) } as _,
+        cmsg_level: libc::SOL_SOCKET,
+        cmsg_type: libc::SCM_RIGHTS,
+    };
+    let header_ptr = cmsg.0.as_mut_ptr().cast::<libc::cmsghdr>();
+    // SAFETY: `cmsg` is aligned for cmsghdr (align(8)) and `space` (checked above to fit in
+    // it) covers the header and its payload, so both writes stay within the buffer.
+    unsafe {
+        ptr::write(header_ptr, header);
+        let data = libc::CMSG_DATA(header_ptr).cast::<RawFd>();
+        for (i, fd) in fds.iter().enumerate() {
+            ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+        }
+    }
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `msg` points at one iovec covering `buf` (only read by sendmsg) and at the
+        // control data written above, `space` bytes; both outlive the call, and the fds it
+        // names are borrowed, so open, for the whole call.
+        let ret = unsafe { libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        match check_size(ret) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait_writable(fd)?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
@@ -163,6 +228,7 @@ pub(crate) struct Received {
 
 /// Control buffer, aligned for `cmsghdr`, with room for `MAX_CONNS` fds plus one spare
 /// slot (so a sender's extra fd shows as a count mismatch rather than only as `MSG_CTRUNC`).
+/// Sending uses it too, for up to `MAX_CONNS` fds.
 #[repr(C, align(8))]
 struct CmsgBuf([u8; 512]);
 

@@ -7,17 +7,19 @@
 //! | ------ | --------- | ---------------------------------------------------------- |
 //! | 0      | `version` | `u8`, always [`VERSION`] (1)                               |
 //! | 1      | `type`    | `u8`, a [`MsgType`]                                        |
-//! | 2      | `count`   | `u16`, records in `WELCOME`, `CONNS`, `ACK`; fds in `CHANNELS`; flags in `HELLO`; 0 otherwise |
+//! | 2      | `count`   | `u16`, records in `WELCOME`, `CONNS`, `ACK`; fds in `CHANNELS`; listeners in `REHASH`, `HANDBACK`; flags in `HELLO`; 0 otherwise |
 //!
 //! | type | name      | direction       | payload after the header                              |
 //! | ---- | --------- | --------------- | ----------------------------------------------------- |
-//! | 1    | `HELLO`   | worker → master | `worker_id: u32`, `pid: u32`; the header's `count` carries flags ([`HELLO_CHANNELS`]) |
+//! | 1    | `HELLO`   | worker → master | `worker_id: u32`, `pid: u32`; the header's `count` carries flags ([`HELLO_CHANNELS`], [`HELLO_HANDBACK`]) |
 //! | 2    | `WELCOME` | master → worker | `worker_id: u32`, `workers: u32`, then `count` names, each `len: u8` (1..=255) + UTF-8 |
 //! | 3    | `REFUSED` | master → worker | the reason, UTF-8, 1..=1024 bytes                     |
 //! | 4    | `CONNS`   | master → worker | `count` (1..=64) records of [`RECORD_LEN`] bytes, and exactly `count` fds in one `SCM_RIGHTS` message, in record order |
 //! | 5    | `ACK`     | worker → master | `count` (0..=64) `seq: u64`: the connections of the one `CONNS` it answers whose fds arrived |
 //! | 6    | `DRAIN`   | master → worker | nothing; the master then shuts down its sending side  |
 //! | 7    | `CHANNELS`| master → worker | nothing; `count` (1..=64) more channels, as fds in one `SCM_RIGHTS` message |
+//! | 8    | `REHASH`  | master → worker | `count` (1..=[`MAX_REHASH`]) `listener: u16`: hand kept-alive connections of these listeners back at a request boundary |
+//! | 9    | `HANDBACK`| worker → master | `count` (1..=64) `listener: u16`, and exactly `count` fds in one `SCM_RIGHTS` message: connections handed back, each positioned at the first byte of its next request |
 //!
 //! A worker whose `HELLO` sets [`HELLO_CHANNELS`] may be sent, once, after `WELCOME`, a
 //! `CHANNELS` message: one more `SOCK_SEQPACKET` channel per dispatcher thread of the master.
@@ -28,6 +30,14 @@
 //! possibly), so a worker reads every channel to its end: its connections have ended when all
 //! of them have. A master ignores `HELLO` flags it does not
 //! know, and a worker that does not set the flag is never sent `CHANNELS`.
+//!
+//! A worker whose `HELLO` sets [`HELLO_HANDBACK`] may be sent, once, on the first channel after
+//! `WELCOME` (and `CHANNELS`), a `REHASH` message naming listeners (`--rehash-per-request`):
+//! on a kept-alive connection of one of them, once a response is complete and the next request's
+//! first bytes have arrived, none of them read, the worker hands the connection back with
+//! `HANDBACK` on its first channel instead of reading on; the master routes it again by the next
+//! request's key, as a new connection. A connection a worker received is always served its first
+//! request there, so a connection travels at most once per request.
 //!
 //! A `CONNS` record:
 //!
@@ -98,6 +108,11 @@ pub const ANY_WORKER: u32 = u32::MAX;
 
 /// `HELLO` flag: the worker takes extra channels (`CHANNELS`).
 pub const HELLO_CHANNELS: u16 = 1;
+/// `HELLO` flag: the worker hands kept-alive connections back when asked (`REHASH`,
+/// `HANDBACK`).
+pub const HELLO_HANDBACK: u16 = 2;
+/// The most listeners a `REHASH` names (the message fits in [`MAX_MESSAGE`] bytes).
+pub const MAX_REHASH: usize = (MAX_MESSAGE - HEADER_LEN) / 2;
 const HELLO_LEN: usize = HEADER_LEN + 8;
 const WELCOME_FIXED: usize = HEADER_LEN + 8;
 
@@ -119,6 +134,10 @@ pub enum MsgType {
     Drain = 6,
     /// Master → worker: more channels, as fds.
     Channels = 7,
+    /// Master → worker: the listeners whose kept-alive connections go back at each request.
+    Rehash = 8,
+    /// Worker → master: connections handed back, as fds.
+    Handback = 9,
 }
 
 impl MsgType {
@@ -132,6 +151,8 @@ impl MsgType {
             5 => MsgType::Ack,
             6 => MsgType::Drain,
             7 => MsgType::Channels,
+            8 => MsgType::Rehash,
+            9 => MsgType::Handback,
             _ => return None,
         })
     }
@@ -147,6 +168,8 @@ impl fmt::Display for MsgType {
             MsgType::Ack => "ACK",
             MsgType::Drain => "DRAIN",
             MsgType::Channels => "CHANNELS",
+            MsgType::Rehash => "REHASH",
+            MsgType::Handback => "HANDBACK",
         })
     }
 }
@@ -158,7 +181,8 @@ pub struct Hello {
     pub worker_id: u32,
     /// The worker's process id.
     pub pid: u32,
-    /// What the worker can do: [`HELLO_CHANNELS`]; bits this side does not know are ignored.
+    /// What the worker can do: [`HELLO_CHANNELS`], [`HELLO_HANDBACK`]; bits this side does not
+    /// know are ignored.
     pub flags: u16,
 }
 
@@ -208,6 +232,10 @@ pub enum Message<'a> {
     Drain,
     /// `CHANNELS`, with the number of fds it carries.
     Channels(u16),
+    /// `REHASH`, with its listener indices.
+    Rehash(Listeners<'a>),
+    /// `HANDBACK`, with the listener index of each connection it carries, in fd order.
+    Handback(Listeners<'a>),
 }
 
 impl Message<'_> {
@@ -221,6 +249,8 @@ impl Message<'_> {
             Message::Ack(_) => MsgType::Ack,
             Message::Drain => MsgType::Drain,
             Message::Channels(_) => MsgType::Channels,
+            Message::Rehash(_) => MsgType::Rehash,
+            Message::Handback(_) => MsgType::Handback,
         }
     }
 }
@@ -379,6 +409,16 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, WireError> {
             check_len(HEADER_LEN)?;
             Ok(Message::Channels(count))
         }
+        MsgType::Rehash => {
+            check_count((1..=MAX_REHASH).contains(&counted))?;
+            check_len(HEADER_LEN + counted * 2)?;
+            Ok(Message::Rehash(Listeners { bytes: payload }))
+        }
+        MsgType::Handback => {
+            check_count((1..=MAX_CONNS).contains(&counted))?;
+            check_len(HEADER_LEN + counted * 2)?;
+            Ok(Message::Handback(Listeners { bytes: payload }))
+        }
     }
 }
 
@@ -536,6 +576,29 @@ fn parse_record(rec: &[u8]) -> ConnRecord {
 #[derive(Clone, Copy)]
 pub struct Seqs<'a> {
     bytes: &'a [u8],
+}
+
+/// The listener indices of a `REHASH` or `HANDBACK` message, borrowing the receive buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct Listeners<'a> {
+    bytes: &'a [u8],
+}
+
+impl Listeners<'_> {
+    /// Number of indices.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 2
+    }
+
+    /// True if there are none (never, in a valid message).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The indices, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + '_ {
+        self.bytes.chunks_exact(2).map(|b| le_u16(b, 0))
+    }
 }
 
 impl<'a> Seqs<'a> {
@@ -726,6 +789,41 @@ pub fn encode_channels(count: usize, out: &mut Vec<u8>) {
         "CHANNELS carries 1..={MAX_CONNS} channels, not {count}"
     );
     header(MsgType::Channels, count as u16, out);
+}
+
+/// Appends a `REHASH` naming `listeners`.
+///
+/// # Panics
+///
+/// If `listeners` is empty or longer than [`MAX_REHASH`].
+pub fn encode_rehash(listeners: &[u16], out: &mut Vec<u8>) {
+    assert!(
+        (1..=MAX_REHASH).contains(&listeners.len()),
+        "REHASH names 1..={MAX_REHASH} listeners, not {}",
+        listeners.len()
+    );
+    header(MsgType::Rehash, listeners.len() as u16, out);
+    for l in listeners {
+        out.extend_from_slice(&l.to_le_bytes());
+    }
+}
+
+/// Appends a `HANDBACK` for connections of `listeners` (their fds go in the same `sendmsg`, in
+/// this order).
+///
+/// # Panics
+///
+/// If `listeners` is empty or longer than [`MAX_CONNS`].
+pub fn encode_handback(listeners: &[u16], out: &mut Vec<u8>) {
+    assert!(
+        (1..=MAX_CONNS).contains(&listeners.len()),
+        "HANDBACK carries 1..={MAX_CONNS} connections, not {}",
+        listeners.len()
+    );
+    header(MsgType::Handback, listeners.len() as u16, out);
+    for l in listeners {
+        out.extend_from_slice(&l.to_le_bytes());
+    }
 }
 
 fn le_u16(b: &[u8], at: usize) -> u16 {

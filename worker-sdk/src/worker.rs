@@ -8,6 +8,11 @@
 //! `poll(2)`. An epoll instance watching every live channel is the readiness fd that event
 //! loops register. A channel leaves the round at its end of file; extra channels are closed
 //! then, the first is kept open until the worker is dropped.
+//!
+//! With `--rehash-per-request` the master sends, on the first channel, a `REHASH` naming
+//! listeners; [`Worker::hand_back`] then returns a kept-alive connection of one of them to the
+//! master (`HANDBACK`, on the first channel) at a request boundary, to be routed again by its
+//! next request's key.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -53,6 +58,9 @@ pub struct Worker {
     extra_taken: usize,
     /// A `CHANNELS` message has been read (the master sends at most one).
     channels_message_read: bool,
+    /// The listeners the last `REHASH` named, sorted, without duplicates: their kept-alive
+    /// connections go back to the master at each request boundary.
+    rehash: Vec<u16>,
     id: u32,
     workers: u32,
     listeners: Vec<String>,
@@ -106,6 +114,7 @@ impl fmt::Debug for Worker {
             .field("listeners", &self.listeners)
             .field("queued", &self.queue.len())
             .field("draining", &self.draining)
+            .field("rehash", &self.rehash)
             .field("ended", &self.channels.is_empty())
             .finish_non_exhaustive()
     }
@@ -204,7 +213,8 @@ impl Worker {
         Worker::handshake(channel, worker_id)
     }
 
-    /// Sends `HELLO` (saying the worker takes extra channels), reads `WELCOME` or `REFUSED`.
+    /// Sends `HELLO` (saying the worker takes extra channels and hands connections back when
+    /// asked), reads `WELCOME` or `REFUSED`.
     fn handshake(channel: OwnedFd, worker_id: u32) -> Result<Worker, Error> {
         // Made before HELLO, so that a failure here leaves the master nothing to undo.
         let readiness = sys::epoll_create().map_err(|source| Error::Io {
@@ -220,7 +230,7 @@ impl Worker {
             &Hello {
                 worker_id,
                 pid: std::process::id(),
-                flags: wire::HELLO_CHANNELS,
+                flags: wire::HELLO_CHANNELS | wire::HELLO_HANDBACK,
             },
             &mut out,
         );
@@ -279,6 +289,7 @@ impl Worker {
             readiness,
             extra_taken: 0,
             channels_message_read: false,
+            rehash: Vec::new(),
             // The master's answer is authoritative for the slot.
             id: welcome.worker_id,
             workers: welcome.workers,
@@ -314,6 +325,105 @@ impl Worker {
     /// already sent, and the channels end soon.
     pub fn draining(&self) -> bool {
         self.draining
+    }
+
+    /// Whether the master asked for the kept-alive connections of listener `listener` to be
+    /// handed back at each request boundary ([`hand_back`](Worker::hand_back)), with a
+    /// `REHASH` naming it (`--rehash-per-request`). False until a `REHASH` naming it has been
+    /// read: the master sends it on the first channel right after `WELCOME`, so a receive
+    /// loop sees it with the first messages it reads.
+    pub fn rehash_per_request(&self, listener: u16) -> bool {
+        self.rehash.binary_search(&listener).is_ok()
+    }
+
+    /// Hands connection `conn`, received on listener `listener`
+    /// ([`Meta::listener`](crate::Meta::listener)), back to the master, which routes it again
+    /// by the key of its next request, as a new connection.
+    ///
+    /// `conn` is what owns the connection's fd (`TcpStream`, `OwnedFd`, mio's or tokio's
+    /// `TcpStream`), or a borrow of it. Sends one `HANDBACK` with its fd on the first channel
+    /// (a blocking send); on success `conn` is dropped, which closes this worker's copy (for a
+    /// borrow, drop the owner): the master owns the connection now. On failure nothing was
+    /// sent and `conn` comes back in the [`HandBackError`], still this worker's, to serve or
+    /// close as if it had not been asked.
+    ///
+    /// The contract, which the SDK cannot check:
+    /// - Call it only at a request boundary: the last response is completely written, and not
+    ///   one byte of the next request has been read from the socket (its bytes are still in
+    ///   the kernel's receive queue, where the master peeks at them and the next worker reads
+    ///   them from the first). Peek (`MSG_PEEK`) to learn that a request has begun; never
+    ///   hand back bytes already read into a buffer (pipelined requests): answer those here.
+    /// - Use it only on the listeners [`rehash_per_request`](Worker::rehash_per_request) names.
+    /// - Deregister the connection from any epoll instance (mio's `Registry::deregister`)
+    ///   before this worker's copy is closed: the master's copy keeps the socket open, so
+    ///   epoll would go on reporting it. Deregister, then pass the owner; or pass a borrow
+    ///   (`&stream`), and on `Ok` deregister and drop the owner (the connection is the
+    ///   master's: do not shut it down, read or write it).
+    ///
+    /// The next request's key may belong to this worker: the connection then comes back as a
+    /// new connection ([`recv`](Worker::recv)). A connection received is always served its
+    /// first request where it arrives, so it travels at most once per request.
+    ///
+    /// Refused, without sending: once the worker is [`draining`](Worker::draining) (kind
+    /// `Other`), when the master is gone (`BrokenPipe`), or for a listener no `REHASH` named
+    /// (`InvalidInput`). A failed send returns its own error (`EPIPE` also marks the master
+    /// gone, so later calls are refused at once).
+    pub fn hand_back<C: AsFd>(&mut self, conn: C, listener: u16) -> Result<(), HandBackError<C>> {
+        if let Err(error) = self.check_hand_back(listener) {
+            return Err(HandBackError { conn, error });
+        }
+        let Some(channel) = self
+            .channels
+            .iter_mut()
+            .find(|c| c.name == ChannelName::FIRST)
+        else {
+            let error = gone("the first channel has ended");
+            return Err(HandBackError { conn, error });
+        };
+        self.out.clear();
+        wire::encode_handback(&[listener], &mut self.out);
+        match sys::send_fds(channel.fd.as_fd(), &self.out, &[conn.as_fd()]) {
+            Ok(_) => {
+                // The message, and with it the kernel's reference to the socket, is queued:
+                // this worker's copy is closed here.
+                drop(conn);
+                Ok(())
+            }
+            Err(e) => {
+                if is_gone(&e) {
+                    channel.master_gone = true;
+                }
+                let error = io::Error::new(
+                    e.kind(),
+                    format!("sending HANDBACK to the master on {}: {e}", channel.name),
+                );
+                Err(HandBackError { conn, error })
+            }
+        }
+    }
+
+    /// Why a hand-back on `listener` cannot be sent now, if it cannot.
+    fn check_hand_back(&self, listener: u16) -> io::Result<()> {
+        if self.draining {
+            return Err(io::Error::other(
+                "the worker is draining: the master takes no connection back",
+            ));
+        }
+        let first = self.channels.iter().find(|c| c.name == ChannelName::FIRST);
+        match first {
+            None => return Err(gone("the first channel has ended")),
+            Some(channel) if channel.master_gone => {
+                return Err(gone("the master has closed the first channel"));
+            }
+            Some(_) => {}
+        }
+        if !self.rehash_per_request(listener) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the master did not ask for hand-backs on listener {listener}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Blocking receive: `Ok(Some(conn))`, or `Ok(None)` at the end: every channel has ended
@@ -438,6 +548,14 @@ impl Worker {
             }
             Message::Channels(count) if name == ChannelName::FIRST => {
                 self.take_channels(usize::from(count), fds, got.fds_truncated)?;
+            }
+            Message::Rehash(listeners) if name == ChannelName::FIRST => {
+                // A later REHASH replaces the set.
+                let mut rehash: Vec<u16> = listeners.iter().collect();
+                rehash.sort_unstable();
+                rehash.dedup();
+                self.rehash = rehash;
+                stray_fds(&fds, "REHASH")?;
             }
             other if name == ChannelName::FIRST => {
                 let what = other.msg_type();
@@ -653,6 +771,62 @@ impl Iterator for Incoming<'_> {
     fn next(&mut self) -> Option<io::Result<Connection>> {
         self.worker.recv().transpose()
     }
+}
+
+/// A connection [`Worker::hand_back`] did not send, and why. The connection is still the
+/// worker's: take it back with [`into_parts`](HandBackError::into_parts) to serve or close it.
+/// Converting the error into an `io::Error` drops (closes) the connection.
+pub struct HandBackError<C> {
+    conn: C,
+    error: io::Error,
+}
+
+impl<C> HandBackError<C> {
+    /// The connection, untouched, and the reason it was not handed back.
+    pub fn into_parts(self) -> (C, io::Error) {
+        (self.conn, self.error)
+    }
+
+    /// The connection, untouched.
+    pub fn into_conn(self) -> C {
+        self.conn
+    }
+
+    /// The reason it was not handed back.
+    pub fn error(&self) -> &io::Error {
+        &self.error
+    }
+}
+
+impl<C> fmt::Debug for HandBackError<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandBackError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> fmt::Display for HandBackError<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "connection not handed back: {}", self.error)
+    }
+}
+
+impl<C> std::error::Error for HandBackError<C> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<C> From<HandBackError<C>> for io::Error {
+    /// The error, with the same kind; the connection is closed.
+    fn from(e: HandBackError<C>) -> io::Error {
+        io::Error::new(e.error.kind(), e.to_string())
+    }
+}
+
+fn gone(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, what.to_owned())
 }
 
 fn is_gone(e: &io::Error) -> bool {

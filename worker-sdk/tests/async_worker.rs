@@ -255,3 +255,54 @@ fn recv_takes_connections_from_extra_channels_that_arrive_after_registering() {
         assert!(worker.worker().draining());
     });
 }
+
+#[test]
+fn hand_back_sends_a_tokio_stream_and_returns_it_when_refused() {
+    runtime().block_on(async {
+        let (master, mut worker) = joined();
+        let mut rehash = Vec::new();
+        stickyd_worker::wire::encode_rehash(&[1], &mut rehash);
+        master.send(&rehash, &[]).unwrap();
+        match worker.try_recv() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => panic!("expected WouldBlock, got {other:?}"),
+        }
+        let mut worker = AsyncWorker::new(worker).unwrap();
+        assert!(worker.rehash_per_request(1));
+        assert!(!worker.rehash_per_request(0));
+        let lst = listener();
+
+        let (mut client, accepted) = tcp_pair(&lst, b"next");
+        accepted.set_nonblocking(true).unwrap();
+        let stream = tokio::net::TcpStream::from_std(accepted).unwrap();
+        worker.hand_back(stream, 1).expect("handed back");
+        let (bytes, fds) = master.recv_with_fds();
+        assert_eq!(
+            bytes,
+            [1, 9, 1, 0, 1, 0],
+            "HANDBACK of one connection of listener 1"
+        );
+        let mut received = std::net::TcpStream::from(fds.into_iter().next().unwrap());
+        let mut first = [0u8; 4];
+        io::Read::read_exact(&mut received, &mut first).unwrap();
+        assert_eq!(&first, b"next");
+        drop(received);
+        let mut rest = Vec::new();
+        assert_eq!(io::Read::read_to_end(&mut client, &mut rest).unwrap(), 0);
+
+        let (mut client, accepted) = tcp_pair(&lst, b"");
+        accepted.set_nonblocking(true).unwrap();
+        let stream = tokio::net::TcpStream::from_std(accepted).unwrap();
+        let err = worker
+            .hand_back(stream, 0)
+            .expect_err("listener 0 was not named");
+        let mut stream = err.into_conn();
+        timeout(TIMEOUT, stream.write_all(b"kept"))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut got = [0u8; 4];
+        io::Read::read_exact(&mut client, &mut got).unwrap();
+        assert_eq!(&got, b"kept");
+    });
+}

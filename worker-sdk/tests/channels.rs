@@ -20,7 +20,7 @@ fn joined() -> (Master, Worker) {
     master.welcome(0, 2, &["l0"]);
     let worker = Worker::from_fd(w, 0).expect("handshake");
     let hello = master.hello_message();
-    assert_eq!(hello.flags, wire::HELLO_CHANNELS);
+    assert_eq!(hello.flags, wire::HELLO_CHANNELS | wire::HELLO_HANDBACK);
     (master, worker)
 }
 

@@ -293,3 +293,120 @@ fn refused_worker_exits_one_with_the_reason() {
         "{log}"
     );
 }
+
+/// The HANDBACK the master receives next: its listener and the connection it carries.
+fn recv_handback(master: &Master) -> (u16, TcpStream) {
+    let (bytes, fds) = master.recv_with_fds();
+    let listeners: Vec<u16> = match wire::decode(&bytes).expect("HANDBACK decodes") {
+        wire::Message::Handback(listeners) => listeners.iter().collect(),
+        other => panic!("expected HANDBACK, got {other:?}"),
+    };
+    assert_eq!((listeners.len(), fds.len()), (1, 1), "one connection");
+    (
+        listeners[0],
+        TcpStream::from(fds.into_iter().next().unwrap()),
+    )
+}
+
+/// Peeks until `want.len()` bytes are queued; asserts they are `want` and nothing more.
+fn assert_unread(stream: &TcpStream, want: &[u8]) {
+    stream.set_read_timeout(Some(util::TIMEOUT)).unwrap();
+    let mut buf = vec![0u8; want.len() + 64];
+    let deadline = Instant::now() + util::TIMEOUT;
+    loop {
+        let n = stream.peek(&mut buf).unwrap();
+        if n >= want.len() || Instant::now() > deadline {
+            assert_eq!(&buf[..n], want, "the next request, from its first byte");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn with_rehash_the_next_request_goes_back_to_the_master_unread() {
+    let (mut child, master) = spawn(1);
+    master.hello();
+    master.welcome(1, 2, &["web", "api"]);
+    let mut rehash = Vec::new();
+    wire::encode_rehash(&[1], &mut rehash);
+    master.send(&rehash, &[]).unwrap();
+    let lst = listener();
+
+    let client = hand_off(&master, &lst, 1, 1, b"GET /1 HTTP/1.1\r\n\r\n", 0);
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    assert_eq!(
+        read_response(&mut reader, false).header("x-worker"),
+        Some("1")
+    );
+    let second = b"GET /2 HTTP/1.1\r\nX-Key: b\r\n\r\n";
+    (&client).write_all(second).unwrap();
+    let (listener_index, conn) = recv_handback(&master);
+    assert_eq!(listener_index, 1);
+    assert_unread(&conn, second);
+
+    // A third request, pipelined behind it before the master passes the connection on.
+    let third = b"GET /3 HTTP/1.1\r\n\r\n";
+    (&client).write_all(third).unwrap();
+    assert_unread(&conn, &[&second[..], third].concat());
+
+    // Routed back to the same worker: a connection's first request is always served where it
+    // arrives, and the request read with it is answered there too, in order.
+    conn.set_nonblocking(true).unwrap();
+    master.conns(
+        &[record(2, client.local_addr().unwrap(), 1, 0)],
+        &[conn.as_fd()],
+    );
+    assert_eq!(master.ack(), [2]);
+    drop(conn);
+    for _ in 0..2 {
+        let r = read_response(&mut reader, false);
+        assert_eq!(
+            (r.status.as_str(), r.body.as_slice()),
+            ("HTTP/1.1 200 OK", &b"worker: 1\n"[..])
+        );
+    }
+    // At the next boundary, the next request goes back again.
+    let fourth = b"GET /4 HTTP/1.1\r\n\r\n";
+    (&client).write_all(fourth).unwrap();
+    let (listener_index, conn) = recv_handback(&master);
+    assert_eq!(listener_index, 1);
+    assert_unread(&conn, fourth);
+    drop(conn);
+
+    // A listener the master did not name keeps its connections.
+    let other = hand_off(&master, &lst, 3, 0, b"GET / HTTP/1.1\r\n\r\n", 0);
+    let mut other_reader = BufReader::new(other.try_clone().unwrap());
+    read_response(&mut other_reader, false);
+    (&other).write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(
+        read_response(&mut other_reader, false).header("x-listener"),
+        Some("web")
+    );
+    assert!(master.try_recv().is_none(), "no hand-back on listener 0");
+
+    master.drain();
+    assert!(at_eof(&mut other_reader));
+    assert!(wait(&mut child).success());
+}
+
+#[test]
+fn without_rehash_the_next_request_is_answered_here() {
+    let (mut child, master) = spawn(0);
+    master.hello();
+    master.welcome(0, 2, &["l0"]);
+    let lst = listener();
+    let client = hand_off(&master, &lst, 1, 0, b"GET /1 HTTP/1.1\r\n\r\n", 0);
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    read_response(&mut reader, false);
+    (&client).write_all(b"GET /2 HTTP/1.1\r\n\r\n").unwrap();
+    let r = read_response(&mut reader, false);
+    assert_eq!(
+        (r.status.as_str(), r.header("x-worker")),
+        ("HTTP/1.1 200 OK", Some("0"))
+    );
+    assert!(master.try_recv().is_none(), "nothing handed back");
+    master.drain();
+    assert!(at_eof(&mut reader));
+    assert!(wait(&mut child).success());
+}

@@ -24,8 +24,8 @@ fn joined(listeners: &[&str]) -> (Master, Worker) {
     assert_eq!((hello.worker_id, hello.pid), (1, std::process::id()));
     assert_eq!(
         hello.flags,
-        wire::HELLO_CHANNELS,
-        "the SDK takes extra channels"
+        wire::HELLO_CHANNELS | wire::HELLO_HANDBACK,
+        "the SDK takes extra channels and hands connections back"
     );
     (master, worker)
 }
@@ -48,11 +48,11 @@ fn hello_carries_our_pid_and_welcome_gives_listeners() {
     });
     let worker = Worker::from_fd(w, 3).expect("WELCOME");
     let (hello, _master) = master.join().unwrap();
-    let mut expected = vec![1, 1, 1, 0, 3, 0, 0, 0];
+    let mut expected = vec![1, 1, 3, 0, 3, 0, 0, 0];
     expected.extend_from_slice(&std::process::id().to_le_bytes());
     assert_eq!(
         hello, expected,
-        "HELLO: version, type, flags HELLO_CHANNELS, id, pid"
+        "HELLO: version, type, flags HELLO_CHANNELS | HELLO_HANDBACK, id, pid"
     );
     assert_eq!((worker.id(), worker.workers()), (3, 8));
     assert_eq!(worker.listeners(), ["web", "admin"]);

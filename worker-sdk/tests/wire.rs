@@ -92,6 +92,126 @@ fn channels_round_trips_and_is_bounded() {
 }
 
 #[test]
+fn rehash_round_trips_with_its_layout() {
+    let mut buf = Vec::new();
+    wire::encode_rehash(&[0, 3, 65535], &mut buf);
+    assert_eq!(buf, [1, 8, 3, 0, 0, 0, 3, 0, 0xff, 0xff]);
+    match wire::decode(&buf).unwrap() {
+        Message::Rehash(listeners) => {
+            assert_eq!(listeners.len(), 3);
+            assert_eq!(listeners.iter().collect::<Vec<_>>(), [0, 3, 65535]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(MsgType::from_u8(8), Some(MsgType::Rehash));
+    assert_eq!(MsgType::Rehash.to_string(), "REHASH");
+}
+
+#[test]
+fn rehash_is_bounded() {
+    assert!(matches!(
+        wire::decode(&[1, 8, 0, 0]),
+        Err(WireError::Count {
+            msg: MsgType::Rehash,
+            count: 0
+        })
+    ));
+    // Lengths that do not match the count: short, long, odd.
+    for bad in [
+        &[1u8, 8, 2, 0, 1, 0][..],
+        &[1, 8, 1, 0, 1, 0, 2, 0],
+        &[1, 8, 1, 0, 1],
+    ] {
+        assert!(
+            matches!(
+                wire::decode(bad),
+                Err(WireError::Length {
+                    msg: MsgType::Rehash,
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "REHASH names 1..=32774 listeners")]
+fn encode_rehash_refuses_no_listener() {
+    wire::encode_rehash(&[], &mut Vec::new());
+}
+
+#[test]
+fn handback_round_trips_with_its_layout() {
+    let mut buf = Vec::new();
+    wire::encode_handback(&[2], &mut buf);
+    assert_eq!(buf, [1, 9, 1, 0, 2, 0]);
+    match wire::decode(&buf).unwrap() {
+        Message::Handback(listeners) => assert_eq!(listeners.iter().collect::<Vec<_>>(), [2]),
+        other => panic!("{other:?}"),
+    }
+    let many: Vec<u16> = (0..64).map(|i| i * 1000).collect();
+    buf.clear();
+    wire::encode_handback(&many, &mut buf);
+    assert_eq!(buf.len(), 4 + 128);
+    match wire::decode(&buf).unwrap() {
+        Message::Handback(listeners) => assert_eq!(listeners.iter().collect::<Vec<_>>(), many),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(MsgType::from_u8(9), Some(MsgType::Handback));
+    assert_eq!(MsgType::Handback.to_string(), "HANDBACK");
+}
+
+#[test]
+fn handback_is_bounded() {
+    assert!(matches!(
+        wire::decode(&[1, 9, 0, 0]),
+        Err(WireError::Count {
+            msg: MsgType::Handback,
+            count: 0
+        })
+    ));
+    let mut too_many = vec![1, 9, 65, 0];
+    too_many.resize(4 + 65 * 2, 0);
+    assert!(matches!(
+        wire::decode(&too_many),
+        Err(WireError::Count {
+            msg: MsgType::Handback,
+            count: 65
+        })
+    ));
+    for bad in [
+        &[1u8, 9, 1, 0][..],
+        &[1, 9, 1, 0, 1],
+        &[1, 9, 1, 0, 1, 0, 0],
+    ] {
+        assert!(
+            matches!(
+                wire::decode(bad),
+                Err(WireError::Length {
+                    msg: MsgType::Handback,
+                    expected: 6,
+                    ..
+                })
+            ),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "HANDBACK carries 1..=64 connections")]
+fn encode_handback_refuses_more_than_64() {
+    wire::encode_handback(&[0; 65], &mut Vec::new());
+}
+
+#[test]
+#[should_panic(expected = "HANDBACK carries 1..=64 connections")]
+fn encode_handback_refuses_none() {
+    wire::encode_handback(&[], &mut Vec::new());
+}
+
+#[test]
 fn welcome_round_trips() {
     let w = Welcome {
         worker_id: 1,
@@ -212,7 +332,10 @@ fn rejects_empty_short_version_and_type() {
     );
     assert!(WireError::Version(2).to_string().contains("version 2"));
     assert_eq!(wire::decode(&[1, 0, 0, 0]).unwrap_err(), WireError::Type(0));
-    assert_eq!(wire::decode(&[1, 8, 0, 0]).unwrap_err(), WireError::Type(8));
+    assert_eq!(
+        wire::decode(&[1, 10, 0, 0]).unwrap_err(),
+        WireError::Type(10)
+    );
 }
 
 #[test]

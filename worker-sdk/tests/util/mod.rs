@@ -123,6 +123,11 @@ impl Master {
         buf
     }
 
+    /// Receives one message and the fds that came with it, blocking up to [`TIMEOUT`].
+    pub fn recv_with_fds(&self) -> (Vec<u8>, Vec<OwnedFd>) {
+        recv_with_fds(self.sock.as_fd())
+    }
+
     /// Receives one message if one is queued now.
     pub fn try_recv(&self) -> Option<Vec<u8>> {
         self.sock.set_nonblocking(true).unwrap();
@@ -225,6 +230,53 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>])
     } else {
         Ok(())
     }
+}
+
+/// recvmsg of one message with MSG_CMSG_CLOEXEC; every fd of its SCM_RIGHTS control messages
+/// is owned at once. Panics on an error or truncation.
+pub fn recv_with_fds(sock: BorrowedFd<'_>) -> (Vec<u8>, Vec<OwnedFd>) {
+    let mut buf = vec![0u8; wire::MAX_MESSAGE];
+    let mut control = vec![0u64; 128];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid empty msghdr; it is filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(control.as_slice()) as _;
+    // SAFETY: `msg` points at `buf` and `control` with their lengths; both outlive the call.
+    let ret = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(ret >= 0, "master: recvmsg: {}", io::Error::last_os_error());
+    assert_eq!(
+        msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC),
+        0,
+        "truncated"
+    );
+    buf.truncate(ret as usize);
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was just filled by recvmsg; the CMSG_* walk stays within its control data.
+    let mut hdr = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    while !hdr.is_null() {
+        // SAFETY: a non-null header from CMSG_FIRSTHDR/CMSG_NXTHDR lies within the buffer.
+        let h = unsafe { std::ptr::read_unaligned(hdr) };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN is a pure size computation.
+            let data_len = h.cmsg_len as usize - unsafe { libc::CMSG_LEN(0) } as usize;
+            // SAFETY: the header is valid (above); its payload follows it.
+            let data = unsafe { libc::CMSG_DATA(hdr) }.cast::<RawFd>();
+            for i in 0..data_len / std::mem::size_of::<RawFd>() {
+                // SAFETY: within the payload; the kernel just installed the fd for this
+                // process, so it is owned here only.
+                fds.push(unsafe { OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))) });
+            }
+        }
+        // SAFETY: as above; returns the next header within the control length, or null.
+        hdr = unsafe { libc::CMSG_NXTHDR(&msg, hdr) };
+    }
+    (buf, fds)
 }
 
 /// A TCP listener on 127.0.0.1, port chosen by the kernel.

@@ -92,6 +92,12 @@ pub struct Cli {
     #[arg(long)]
     pub proxy_protocol: bool,
 
+    /// Route kept-alive connections again at every request: a worker on the SDK hands a
+    /// connection back when the next request's first bytes arrive, and it goes to that
+    /// request's worker (for front proxies that reuse backend connections)
+    #[arg(long)]
+    pub rehash_per_request: bool,
+
     /// A trusted proxy network (repeatable): X-Forwarded-For and PROXY headers are believed
     /// only from these peers
     #[arg(long = "trust", value_name = "CIDR")]
@@ -241,6 +247,7 @@ impl Cli {
             on_timeout: self.on_timeout.or(file.on_timeout).unwrap_or_default(),
             max_peek: self.max_peek.or(file.max_peek).unwrap_or(DEFAULT_MAX_PEEK),
             proxy_protocol: self.proxy_protocol || file.proxy_protocol.unwrap_or(false),
+            rehash_per_request: self.rehash_per_request || file.rehash_per_request.unwrap_or(false),
             max_queue: self
                 .max_queue
                 .or(file.max_queue)
@@ -492,6 +499,7 @@ addr = "127.0.0.1:0"
 addr = "127.0.0.1:0"
 key = ["cookie:sid"]
 proxy-protocol = false
+rehash-per-request = true
 "#;
 
     #[test]
@@ -513,6 +521,8 @@ proxy-protocol = false
         assert_eq!(c.plan.fallback(), &"cookie:sid".parse().unwrap());
         assert_eq!(c.plan.trust().networks(), ["10.0.0.0/8".parse().unwrap()]);
         assert!(!c.proxy_protocol);
+        assert!(!c.rehash_per_request_of(0));
+        assert!(c.rehash_per_request_of(1));
         let names: Vec<_> = c.listeners.iter().map(|l| l.name.as_str()).collect();
         assert_eq!(names, ["a", "l1"]);
         assert!(c.listeners[0].plan.is_none());

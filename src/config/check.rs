@@ -105,6 +105,7 @@ pub fn describe(config: &Config) -> String {
     }
     plan(&mut out, &config.plan);
     let _ = writeln!(out, "proxy-protocol = {}", config.proxy_protocol);
+    let _ = writeln!(out, "rehash-per-request = {}", config.rehash_per_request);
     match &config.worker_command {
         Some(command) => {
             let words: Vec<String> = std::iter::once(&command.program)
@@ -142,6 +143,9 @@ pub fn describe(config: &Config) -> String {
             None => {
                 let _ = writeln!(out, "# key rules: the dispatcher-wide ones");
             }
+        }
+        if let Some(rehash) = listener.rehash_per_request {
+            let _ = writeln!(out, "rehash-per-request = {rehash}");
         }
         if let Some(proxy) = listener.proxy_protocol {
             let _ = writeln!(out, "proxy-protocol = {proxy}");

@@ -22,9 +22,10 @@
 //!
 //! Each top-level key is named after its flag and takes the text the flag takes, read by the same
 //! parser ([`super::values`], [`KeyRule`], [`Cidr`]): a string, or for the numbers and sizes a
-//! TOML integer. `proxy-protocol` is a boolean; `key`, `trust` and `worker-command` are arrays
-//! of strings. A `[[listener]]` table has an `addr`, and may have a `name` (default `l0`,
-//! `l1`, ... by position) and `key`, `fallback`, `trust` and `proxy-protocol` of its own; what
+//! TOML integer. `proxy-protocol` and `rehash-per-request` are booleans; `key`, `trust` and
+//! `worker-command` are arrays of strings. A `[[listener]]` table has an `addr`, and may have a
+//! `name` (default `l0`, `l1`, ... by position) and `key`, `fallback`, `trust`,
+//! `proxy-protocol` and `rehash-per-request` of its own; what
 //! it leaves out, it takes from the dispatcher-wide settings. Unknown keys are errors.
 //!
 //! [`FileSettings`] is what the file says, each setting `None` where it says nothing: the
@@ -102,6 +103,8 @@ pub struct FileSettings {
     pub rules: RuleSettings,
     /// The dispatcher-wide `proxy-protocol`.
     pub proxy_protocol: Option<bool>,
+    /// The dispatcher-wide `rehash-per-request`.
+    pub rehash_per_request: Option<bool>,
     /// `worker-command`: the program, then its arguments.
     pub worker_command: Option<WorkerCommand>,
     /// The `[[listener]]` tables, in order.
@@ -160,6 +163,8 @@ pub struct FileListener {
     pub rules: RuleSettings,
     /// The listener's own `proxy-protocol`.
     pub proxy_protocol: Option<bool>,
+    /// The listener's own `rehash-per-request`.
+    pub rehash_per_request: Option<bool>,
 }
 
 impl FileListener {
@@ -169,6 +174,7 @@ impl FileListener {
         ListenSpec {
             plan: (!self.rules.is_empty()).then(|| self.rules.plan(wide)),
             proxy_protocol: self.proxy_protocol,
+            rehash_per_request: self.rehash_per_request,
             name: self.name,
             addr: self.addr,
         }
@@ -253,6 +259,7 @@ struct RawFile {
     fallback: Option<Value>,
     trust: Option<Vec<Value>>,
     proxy_protocol: Option<bool>,
+    rehash_per_request: Option<bool>,
     worker_command: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     listener: Vec<Spanned<RawListener>>,
@@ -268,6 +275,7 @@ struct RawListener {
     fallback: Option<Value>,
     trust: Option<Vec<Value>>,
     proxy_protocol: Option<bool>,
+    rehash_per_request: Option<bool>,
 }
 
 impl Doc<'_> {
@@ -355,6 +363,7 @@ impl RawFile {
             ipc: doc.parse("ipc", self.ipc, values::parse_choice)?,
             rules: doc.rules("", self.key, self.fallback, self.trust)?,
             proxy_protocol: self.proxy_protocol,
+            rehash_per_request: self.rehash_per_request,
             worker_command: self
                 .worker_command
                 .map(|words| worker_command(doc, words))
@@ -422,6 +431,7 @@ impl RawListener {
             addr,
             rules: doc.rules("listener.", self.key, self.fallback, self.trust)?,
             proxy_protocol: self.proxy_protocol,
+            rehash_per_request: self.rehash_per_request,
         };
         Ok((listener, named))
     }

@@ -40,6 +40,9 @@ pub struct Config {
     pub max_peek: usize,
     /// Every connection starts with a PROXY protocol (v1 or v2) header.
     pub proxy_protocol: bool,
+    /// Workers hand kept-alive connections back at each request boundary, to be routed by the
+    /// next request's key (`--rehash-per-request`).
+    pub rehash_per_request: bool,
     /// The most connections a worker holds unacknowledged before its keys spill to the next.
     pub max_queue: usize,
     /// Where to serve Prometheus metrics and the health check.
@@ -79,6 +82,9 @@ pub struct ListenSpec {
     /// Whether this listener's connections start with a PROXY header; `None`:
     /// [`Config::proxy_protocol`].
     pub proxy_protocol: Option<bool>,
+    /// Whether this listener's kept-alive connections are routed again at each request;
+    /// `None`: [`Config::rehash_per_request`].
+    pub rehash_per_request: Option<bool>,
 }
 
 impl Config {
@@ -102,6 +108,14 @@ impl Config {
             .get(i)
             .and_then(|l| l.proxy_protocol)
             .unwrap_or(self.proxy_protocol)
+    }
+
+    /// Whether listener `i`'s kept-alive connections are routed again at each request.
+    pub fn rehash_per_request_of(&self, i: usize) -> bool {
+        self.listeners
+            .get(i)
+            .and_then(|l| l.rehash_per_request)
+            .unwrap_or(self.rehash_per_request)
     }
 }
 
@@ -145,6 +159,7 @@ impl ListenSpec {
             addr,
             plan: None,
             proxy_protocol: None,
+            rehash_per_request: None,
         })
     }
 }
@@ -229,6 +244,7 @@ mod tests {
             on_timeout: OnTimeout::Fallback,
             max_peek: DEFAULT_MAX_PEEK,
             proxy_protocol: true,
+            rehash_per_request: false,
             max_queue: DEFAULT_MAX_QUEUE as usize,
             metrics: None,
             backend: Backend::Auto,

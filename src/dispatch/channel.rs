@@ -19,6 +19,8 @@ pub(crate) enum Outgoing<'a, C> {
     Welcome,
     /// `CHANNELS`: one channel per dispatcher thread, whose other ends the threads keep.
     Channels,
+    /// `REHASH`: the listeners whose kept-alive connections the worker hands back.
+    Rehash,
     /// `CONNS` with these connections, in record order.
     Conns(&'a [Handoff<C>]),
     /// `DRAIN`; the sending side is shut once it is sent.
@@ -100,6 +102,9 @@ impl<C> Core<C> {
         } else if slot.channels_due && slot.phase == Phase::Live {
             slot.channels_due = false;
             slot.sending = Some(Sending::Channels);
+        } else if slot.rehash_due && slot.phase == Phase::Live {
+            slot.rehash_due = false;
+            slot.sending = Some(Sending::Rehash);
         } else if slot.phase == Phase::Live && !slot.outbox.is_empty() {
             let n = slot.outbox.len().min(max);
             let mut batch = self.batches.pop().unwrap_or_default();
@@ -121,6 +126,7 @@ impl<C> Core<C> {
             Some(Sending::Refused) => slot.refusal.as_deref().map(Outgoing::Refused),
             Some(Sending::Welcome) => Some(Outgoing::Welcome),
             Some(Sending::Channels) => Some(Outgoing::Channels),
+            Some(Sending::Rehash) => Some(Outgoing::Rehash),
             Some(Sending::Conns(batch)) => Some(Outgoing::Conns(batch)),
             Some(Sending::Drain) => Some(Outgoing::Drain),
             Some(Sending::Acked) | None => None,
@@ -151,7 +157,11 @@ impl<C> Core<C> {
                 self.actions.push_back(Action::ShutWrite(w));
                 self.gone(w, "refused", now);
             }
-            (Some(Sending::Welcome | Sending::Channels | Sending::Acked) | None, None) => {}
+            (
+                Some(Sending::Welcome | Sending::Channels | Sending::Rehash | Sending::Acked)
+                | None,
+                None,
+            ) => {}
             (sending, Some(failure)) => {
                 // Nothing of a failed send reached the worker: put it back.
                 match sending {
@@ -163,6 +173,7 @@ impl<C> Core<C> {
                     Some(Sending::Welcome) => slot.welcome_due = true,
                     // New channels are made for the next attempt.
                     Some(Sending::Channels) => slot.channels_due = true,
+                    Some(Sending::Rehash) => slot.rehash_due = true,
                     Some(Sending::Drain) => {
                         slot.drain = Drain::Wanted;
                         self.update_live();

@@ -91,6 +91,16 @@ impl<C> Core<C> {
         }
     }
 
+    /// Slot `w`'s worker, just welcomed, hands kept-alive connections back when asked: `REHASH`
+    /// goes out after its `WELCOME`.
+    pub fn offer_rehash(&mut self, w: u32) {
+        if let Some(slot) = self.slots.get_mut(w as usize) {
+            if slot.phase == Phase::Live && slot.welcome_due {
+                slot.rehash_due = true;
+            }
+        }
+    }
+
     /// The slot an attaching worker asking for `wanted` gets: that one if it is free, or with
     /// [`ANY_WORKER`] the lowest free one; `Err` says why none.
     pub fn free_slot(&self, wanted: u32) -> Result<u32, String> {

@@ -159,8 +159,8 @@ impl Scenario {
 #[derive(Debug)]
 enum ToWorker {
     Welcome,
-    /// The dispatcher threads' channels (a no-op for the simulated worker).
-    Channels,
+    /// `CHANNELS` or `REHASH` (a no-op for the simulated worker).
+    Setup,
     Refused,
     /// `(seq, connection id)` in record order.
     Conns(Vec<(u64, usize)>),
@@ -539,7 +539,7 @@ impl Sim {
             let msg = match out {
                 Outgoing::Refused(_) => ToWorker::Refused,
                 Outgoing::Welcome => ToWorker::Welcome,
-                Outgoing::Channels => ToWorker::Channels,
+                Outgoing::Channels | Outgoing::Rehash => ToWorker::Setup,
                 Outgoing::Drain => ToWorker::Drain,
                 Outgoing::Conns(batch) => {
                     ToWorker::Conns(batch.iter().map(|h| (h.rec.seq, h.conn.0)).collect())
@@ -1131,7 +1131,7 @@ impl Sim {
                     }
                 }
                 match read {
-                    ToWorker::Welcome | ToWorker::Channels => {}
+                    ToWorker::Welcome | ToWorker::Setup => {}
                     ToWorker::Refused => worker.done = true,
                     ToWorker::Drain => worker.draining = true,
                     ToWorker::Eof => worker.done = true,
@@ -1160,9 +1160,13 @@ impl Sim {
                             }
                         }
                         self.core.hello(w, said, pid);
-                        // Half the native workers take the dispatcher threads' channels.
+                        // Half the native workers take the dispatcher threads' channels, a third
+                        // hand connections back.
                         if !self.sc.node && pid % 2 == 0 {
                             self.core.offer_channels(w);
+                        }
+                        if !self.sc.node && pid % 3 == 0 {
+                            self.core.offer_rehash(w);
                         }
                     }
                     Some(ToMaster::Ack(seqs)) => {

@@ -52,6 +52,8 @@ pub(crate) enum Sending<C> {
     Drain,
     /// `CHANNELS`: the dispatcher threads' channels to this worker.
     Channels,
+    /// `REHASH`: the listeners whose kept-alive connections come back at each request.
+    Rehash,
     /// A `CONNS` message and the connections it carries, in record order.
     Conns(Vec<Handoff<C>>),
     /// A `CONNS` message whose `ACK` arrived before the send's own completion.
@@ -82,6 +84,8 @@ pub(crate) struct Slot<C> {
     pub welcome_due: bool,
     /// The worker takes the dispatcher threads' channels: `CHANNELS` goes out after `WELCOME`.
     pub channels_due: bool,
+    /// The worker hands connections back: `REHASH` goes out after `WELCOME` (and `CHANNELS`).
+    pub rehash_due: bool,
     pub drain: Drain,
     /// After a send failed for want of kernel resources: no send before then.
     pub retry_at: Option<Instant>,
@@ -127,6 +131,7 @@ impl<C> Slot<C> {
             refusal: None,
             welcome_due: false,
             channels_due: false,
+            rehash_due: false,
             drain: Drain::No,
             retry_at: None,
             violated: false,
@@ -150,6 +155,7 @@ impl<C> Slot<C> {
         self.refusal = None;
         self.welcome_due = false;
         self.channels_due = false;
+        self.rehash_due = false;
         self.drain = Drain::No;
         self.retry_at = None;
         self.violated = false;

@@ -275,9 +275,7 @@ impl Master {
                 self.io[w as usize] = io;
                 debug!("worker {w} attached (uid {})", peer.uid);
                 self.core.attached(w, hello.pid);
-                if hello.flags & wire::HELLO_CHANNELS != 0 && self.acceptors.is_some() {
-                    self.core.offer_channels(w);
-                }
+                self.offer_extras(w, hello.flags);
             }
             Err(reason) => {
                 warn!(

@@ -248,6 +248,19 @@ impl Front {
     /// Takes in an accepted connection: routes it at once when the key is the client address,
     /// or starts peeking.
     fn admit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
+        self.metrics.accepted(listener);
+        self.take_in(ring, listener, fd);
+    }
+
+    /// Takes in a kept-alive connection a worker handed back (`--rehash-per-request`), at the
+    /// first byte of its next request: examined and routed as a new connection (not counted as
+    /// accepted again).
+    pub fn readmit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
+        self.metrics.handback();
+        self.take_in(ring, listener, fd);
+    }
+
+    fn take_in(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
         let stream = TcpStream::from(fd);
         let peer = match stream.peer_addr() {
             Ok(peer) => peer,
@@ -258,7 +271,6 @@ impl Front {
         };
         let fd = OwnedFd::from(stream);
         let accepted_ns = now_ns();
-        self.metrics.accepted(listener);
         let Some(examiner) = self.examiners.get(usize::from(listener)) else {
             return;
         };

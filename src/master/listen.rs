@@ -92,6 +92,7 @@ fn assign_with<T>(
                     addr,
                     plan: None,
                     proxy_protocol: None,
+                    rehash_per_request: None,
                 }
             }
         };

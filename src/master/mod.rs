@@ -108,6 +108,9 @@ struct Master {
     upgrade: upgrade::Upgrade,
     /// The lines of `--ipc node`.
     node: Option<crate::node_ipc::Encoder>,
+    /// The listeners whose kept-alive connections workers hand back at each request
+    /// (`--rehash-per-request`), for `REHASH`.
+    rehash: Vec<u16>,
 }
 
 /// The signals the master reads from its signalfd: shutdown, and the upgrade (SIGUSR2).
@@ -122,6 +125,31 @@ const THREAD_QUEUE_RECHECK: Duration = Duration::from_millis(10);
 pub fn run(config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<(), Error> {
     let mut master = Master::start(config, threads)?;
     master.run()
+}
+
+/// The listeners whose kept-alive connections are routed again at each request: those that
+/// ask for it and whose key can change from one request to the next. A listener that routes by
+/// the client address at accept, or whose connections carry a PROXY header (sent once, at the
+/// start), would route every request of a connection alike: a warning says so.
+fn rehash_listeners(config: &Config, examiners: &[Examiner]) -> Vec<u16> {
+    let mut rehash = Vec::new();
+    for (i, (spec, examiner)) in config.listeners.iter().zip(examiners).enumerate() {
+        if !config.rehash_per_request_of(i) {
+            continue;
+        }
+        if examiner.routes_at_accept() || config.proxy_protocol_of(i) {
+            warn!(
+                "listener {}: --rehash-per-request has no effect: its key is the client address \
+                 or a PROXY header's, the same for every request of a connection",
+                spec.name
+            );
+            continue;
+        }
+        if let Ok(i) = u16::try_from(i) {
+            rehash.push(i);
+        }
+    }
+    rehash
 }
 
 fn now_ns() -> u64 {
@@ -169,6 +197,7 @@ impl Master {
                 )
             })
             .collect();
+        let rehash = rehash_listeners(&config, &examiners);
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for ((spec, examiner), source) in config.listeners.iter().zip(&examiners).zip(sources) {
             // When a connection's first bytes decide its worker, have the kernel accept it
@@ -285,6 +314,7 @@ impl Master {
             attach,
             upgrade,
             node,
+            rehash,
             config,
         };
         // Starts the workers (a failure to start one is fatal here).

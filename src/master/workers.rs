@@ -71,7 +71,8 @@ impl WorkerIo {
     pub fn channel(channel: OwnedFd) -> WorkerIo {
         WorkerIo {
             channel: Some(channel),
-            inbox: Some(InMsg::new(wire::MAX_MESSAGE, 0)),
+            // HANDBACK carries fds.
+            inbox: Some(InMsg::new(wire::MAX_MESSAGE, wire::MAX_CONNS)),
             msg: Some(OutMsg::with_capacity(
                 wire::HEADER_LEN + wire::MAX_CONNS * wire::RECORD_LEN,
                 wire::MAX_CONNS,
@@ -267,6 +268,12 @@ impl Master {
                     }
                     None
                 }
+                Outgoing::Rehash => {
+                    if !self.rehash.is_empty() {
+                        wire::encode_rehash(&self.rehash, data);
+                    }
+                    None
+                }
                 Outgoing::Channels => {
                     // One channel per dispatcher thread: the thread keeps one end, the worker
                     // gets the other. (A failed send closes the worker's ends: the threads
@@ -374,21 +381,23 @@ impl Master {
             Ok(0) => self.core.channel_ended(w, now),
             Ok(_) if self.io[w as usize].node.is_some() => self.on_node_recv(w, &mut msg),
             Ok(_) if msg.truncated() => self.core.violation(w, "sent an oversized message"),
-            Ok(_) => match wire::decode(msg.data()) {
-                Ok(Message::Hello(hello)) => {
-                    self.core.hello(w, hello.worker_id, hello.pid);
-                    if hello.flags & wire::HELLO_CHANNELS != 0 && self.acceptors.is_some() {
-                        self.core.offer_channels(w);
-                    }
+            // The kernel dropped fds on their way in: the master's fd limit, not the worker's
+            // doing. Those connections are gone; the rest of the message is closed with them.
+            Ok(_) if msg.ctrl_truncated() => {
+                drop(msg.take_fds());
+                if let Ok(Message::Handback(listeners)) = wire::decode(msg.data()) {
+                    self.metrics.dropped(listeners.len() as u64);
                 }
-                Ok(Message::Ack(seqs)) => self.core.ack(w, seqs),
-                Ok(other) => self
-                    .core
-                    .violation(w, &format!("sent a master's message: {other:?}")),
-                Err(e) => self
-                    .core
-                    .violation(w, &format!("sent a malformed message: {e}")),
-            },
+                warn!(
+                    "worker {w}: connections it handed back were lost: stickyd is at its file \
+                     descriptor limit"
+                );
+            }
+            Ok(_) => {
+                // Only HANDBACK carries fds; any others are closed here.
+                let fds = msg.take_fds();
+                self.on_channel_message(w, wire::decode(msg.data()), fds);
+            }
             // The worker has gone; what it sent before is still queued: read to the end.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) => {}
             Err(e) => self.core.channel_failed(w, &e.to_string(), now),
@@ -398,6 +407,64 @@ impl Master {
         io.inbox = Some(msg);
         if self.core.reading(w) {
             arm_recv(&mut self.ring, w, io);
+        }
+    }
+
+    /// One message from worker `w`'s native channel, with the fds that came with it.
+    fn on_channel_message(
+        &mut self,
+        w: u32,
+        message: Result<Message<'_>, wire::WireError>,
+        fds: Vec<OwnedFd>,
+    ) {
+        match message {
+            Ok(Message::Handback(listeners)) => self.on_handback(w, listeners, fds),
+            Ok(other) if !fds.is_empty() => {
+                let what = format!("sent {} fds with a {} message", fds.len(), other.msg_type());
+                self.core.violation(w, &what);
+            }
+            Ok(Message::Hello(hello)) => {
+                self.core.hello(w, hello.worker_id, hello.pid);
+                self.offer_extras(w, hello.flags);
+            }
+            Ok(Message::Ack(seqs)) => self.core.ack(w, seqs),
+            Ok(other) => self
+                .core
+                .violation(w, &format!("sent a master's message: {other:?}")),
+            Err(e) => self
+                .core
+                .violation(w, &format!("sent a malformed message: {e}")),
+        }
+    }
+
+    /// Offers what a worker's `HELLO` `flags` say it takes: the dispatcher threads' channels,
+    /// and `REHASH` where a listener routes kept-alive connections at each request.
+    pub(super) fn offer_extras(&mut self, w: u32, flags: u16) {
+        if flags & wire::HELLO_CHANNELS != 0 && self.acceptors.is_some() {
+            self.core.offer_channels(w);
+        }
+        if flags & wire::HELLO_HANDBACK != 0 && !self.rehash.is_empty() {
+            self.core.offer_rehash(w);
+        }
+    }
+
+    /// Worker `w` handed connections back (`--rehash-per-request`), each at the first byte of
+    /// its next request: they are examined and routed again, as new connections.
+    fn on_handback(&mut self, w: u32, listeners: wire::Listeners<'_>, fds: Vec<OwnedFd>) {
+        if fds.len() != listeners.len() {
+            let what = format!(
+                "handed back {} fds for {} connections",
+                fds.len(),
+                listeners.len()
+            );
+            return self.core.violation(w, &what);
+        }
+        for (listener, fd) in listeners.iter().zip(fds) {
+            if !self.rehash.contains(&listener) {
+                let what = format!("handed back a connection of listener {listener}");
+                return self.core.violation(w, &what);
+            }
+            self.front.readmit(&mut self.ring, listener, fd);
         }
     }
 

@@ -50,6 +50,7 @@ pub struct Metrics {
     redispatched: AtomicU64,
     returned: AtomicU64,
     thread_handoffs: AtomicU64,
+    handbacks: AtomicU64,
     proxy_malformed: AtomicU64,
     proxy_untrusted: AtomicU64,
     worker_restarts: Box<[AtomicU64]>,
@@ -95,6 +96,7 @@ impl Metrics {
             redispatched: AtomicU64::new(0),
             returned: AtomicU64::new(0),
             thread_handoffs: AtomicU64::new(0),
+            handbacks: AtomicU64::new(0),
             proxy_malformed: AtomicU64::new(0),
             proxy_untrusted: AtomicU64::new(0),
             worker_restarts: zeroes(slots),
@@ -180,6 +182,12 @@ impl Metrics {
     /// `stickyd_connections_dispatched_total` too).
     pub fn thread_handoffs(&self, n: u64) {
         self.thread_handoffs.fetch_add(n, Relaxed);
+    }
+
+    /// A worker handed a kept-alive connection back to be routed by its next request
+    /// (`stickyd_handbacks_total`).
+    pub fn handback(&self) {
+        self.handbacks.fetch_add(1, Relaxed);
     }
 
     /// A connection was closed for a malformed PROXY header (`stickyd_proxy_malformed_total`).
@@ -273,7 +281,7 @@ impl Metrics {
             }
         }
 
-        let scalars: [(&str, &str, &AtomicU64); 13] = [
+        let scalars: [(&str, &str, &AtomicU64); 14] = [
             (
                 "stickyd_peek_timeouts_total",
                 "Connections that reached the peek deadline without a key.",
@@ -308,6 +316,11 @@ impl Metrics {
                 "stickyd_thread_handoffs_total",
                 "Connections dispatcher threads handed to workers over their own channels.",
                 &self.thread_handoffs,
+            ),
+            (
+                "stickyd_handbacks_total",
+                "Kept-alive connections workers handed back to be routed by their next request.",
+                &self.handbacks,
             ),
             (
                 "stickyd_proxy_malformed_total",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Metrics;
 use super::text;
 
-const FAMILIES: [(&str, &str); 20] = [
+const FAMILIES: [(&str, &str); 21] = [
     ("stickyd_connections_accepted_total", "counter"),
     ("stickyd_connections_dispatched_total", "counter"),
     ("stickyd_peek_timeouts_total", "counter"),
@@ -16,6 +16,7 @@ const FAMILIES: [(&str, &str); 20] = [
     ("stickyd_redispatched_total", "counter"),
     ("stickyd_returned_total", "counter"),
     ("stickyd_thread_handoffs_total", "counter"),
+    ("stickyd_handbacks_total", "counter"),
     ("stickyd_proxy_malformed_total", "counter"),
     ("stickyd_proxy_untrusted_total", "counter"),
     ("stickyd_worker_restarts_total", "counter"),

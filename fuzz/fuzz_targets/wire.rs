@@ -23,6 +23,15 @@ fuzz_target!(|data: &[u8]| {
             wire::encode_ack(&seqs, &mut out);
         }
         Message::Drain => wire::encode_drain(&mut out),
+        Message::Channels(count) => wire::encode_channels(usize::from(*count), &mut out),
+        Message::Rehash(listeners) => {
+            let listeners: Vec<u16> = listeners.iter().collect();
+            wire::encode_rehash(&listeners, &mut out);
+        }
+        Message::Handback(listeners) => {
+            let listeners: Vec<u16> = listeners.iter().collect();
+            wire::encode_handback(&listeners, &mut out);
+        }
     }
     let again = wire::decode(&out).expect("an encoded message decodes");
     assert_eq!(contents(&message), contents(&again));
@@ -33,6 +42,8 @@ fn contents(message: &Message<'_>) -> String {
     match message {
         Message::Conns(records) => format!("CONNS {:?}", records.iter().collect::<Vec<_>>()),
         Message::Ack(seqs) => format!("ACK {:?}", seqs.iter().collect::<Vec<_>>()),
+        Message::Rehash(l) => format!("REHASH {:?}", l.iter().collect::<Vec<_>>()),
+        Message::Handback(l) => format!("HANDBACK {:?}", l.iter().collect::<Vec<_>>()),
         other => format!("{other:?}"),
     }
 }

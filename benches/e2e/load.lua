@@ -5,6 +5,9 @@
 --   wrk ... -s load.lua URL -- w2   keep-alive, GET /bytes/1048576; the X-Forwarded-For still
 --                                    varies, so that the first request of each connection (the
 --                                    one stickyd routes by) spreads over the workers
+--   wrk ... -s load.lua URL -- w3   keep-alive, GET /, the X-Forwarded-For varying from one
+--                                    request to the next on each connection: what a front proxy
+--                                    that reuses its connections sends (`--rehash-per-request`)
 --
 -- The addresses are in 198.18.0.0/15 (RFC 2544, set aside for benchmarks): header values only,
 -- nothing is ever sent to them. Every request is built once, in init(). done() prints one
@@ -29,8 +32,10 @@ function init(args)
       path, connection = "/", "close"
    elseif mode == "w2" then
       path, connection = "/bytes/1048576", "keep-alive"
+   elseif mode == "w3" then
+      path, connection = "/", "keep-alive"
    else
-      error("load.lua: mode must be w1 or w2, not " .. mode)
+      error("load.lua: mode must be w1, w2 or w3, not " .. mode)
    end
    for i = 0, ADDRESSES - 1 do
       local xff = string.format("198.18.%d.%d", math.floor(i / 256), i % 256)

@@ -205,6 +205,14 @@ pub fn accept_queue_len(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(info.tcpi_unacked)
 }
 
+/// recvmsg into `msg` (reset first) now, without waiting (`MSG_CMSG_CLOEXEC | MSG_DONTWAIT`):
+/// the data bytes received (0: the peer has gone), `WouldBlock` when nothing is queued; the fds
+/// are owned by `msg`. For reading what else is queued on a socket after a completion, in the
+/// same round.
+pub fn recv_msg_now(fd: BorrowedFd<'_>, msg: &mut crate::InMsg) -> io::Result<usize> {
+    crate::epoll::sys::recv_msg(fd, msg)
+}
+
 /// socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC) as two OwnedFds.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socket_pair(libc::SOCK_SEQPACKET, "socketpair(AF_UNIX, SOCK_SEQPACKET)")

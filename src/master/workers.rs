@@ -17,6 +17,10 @@ use super::node::{self, NodeChannel};
 use super::spawn::{self, Spawned};
 use super::token::Token;
 use super::{Error, Master, now_ns, setup};
+
+/// The most messages read from one worker channel in one go (the first by the ring, the rest
+/// at once while more are queued).
+const CHANNEL_BURST: usize = 64;
 use crate::config::Ipc;
 use crate::dispatch::{Action, FailureKind, Handoff, Outgoing, SendFailure, Signal, ThreadStep};
 use crate::threads::Delivery;
@@ -377,9 +381,44 @@ impl Master {
 
     pub(super) fn on_channel_recv(&mut self, w: u32, mut msg: InMsg, result: io::Result<usize>) {
         let now = Instant::now();
+        // The message, then, on a native channel, what else is already queued (up to a burst):
+        // a worker's messages (ACKs, hand-backs) do not wait one round of the loop each. Every
+        // message read is handled before the next read.
+        let mut more = matches!(result, Ok(n) if n > 0);
+        self.on_channel_result(w, &mut msg, result, now);
+        for _ in 1..CHANNEL_BURST {
+            let io = &self.io[w as usize];
+            if !more || io.node.is_some() || !self.core.reading(w) {
+                break;
+            }
+            let Some(channel) = &io.channel else { break };
+            msg.reset();
+            let result = sys::recv_msg_now(channel.as_fd(), &mut msg);
+            if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                break;
+            }
+            more = matches!(result, Ok(n) if n > 0);
+            self.on_channel_result(w, &mut msg, result, now);
+        }
+        let io = &mut self.io[w as usize];
+        msg.reset();
+        io.inbox = Some(msg);
+        if self.core.reading(w) {
+            arm_recv(&mut self.ring, w, io);
+        }
+    }
+
+    /// One receive's outcome on worker `w`'s channel.
+    fn on_channel_result(
+        &mut self,
+        w: u32,
+        msg: &mut InMsg,
+        result: io::Result<usize>,
+        now: Instant,
+    ) {
         match result {
             Ok(0) => self.core.channel_ended(w, now),
-            Ok(_) if self.io[w as usize].node.is_some() => self.on_node_recv(w, &mut msg),
+            Ok(_) if self.io[w as usize].node.is_some() => self.on_node_recv(w, msg),
             Ok(_) if msg.truncated() => self.core.violation(w, "sent an oversized message"),
             // The kernel dropped fds on their way in: the master's fd limit, not the worker's
             // doing. Those connections are gone; the rest of the message is closed with them.
@@ -401,12 +440,6 @@ impl Master {
             // The worker has gone; what it sent before is still queued: read to the end.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)) => {}
             Err(e) => self.core.channel_failed(w, &e.to_string(), now),
-        }
-        let io = &mut self.io[w as usize];
-        msg.reset();
-        io.inbox = Some(msg);
-        if self.core.reading(w) {
-            arm_recv(&mut self.ring, w, io);
         }
     }
 

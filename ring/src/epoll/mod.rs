@@ -26,7 +26,7 @@
 mod accept;
 mod op;
 mod registry;
-mod sys;
+pub(crate) mod sys;
 mod timers;
 
 use std::collections::VecDeque;

@@ -18,8 +18,8 @@ use super::spawn::{self, Spawned};
 use super::token::Token;
 use super::{Error, Master, now_ns, setup};
 
-/// The most messages read from one worker channel in one go (the first by the ring, the rest
-/// at once while more are queued).
+/// The most messages read from one worker channel in one go after a hand-back (the first by
+/// the ring, the rest at once while more are queued).
 const CHANNEL_BURST: usize = 64;
 use crate::config::Ipc;
 use crate::dispatch::{Action, FailureKind, Handoff, Outgoing, SendFailure, Signal, ThreadStep};
@@ -381,10 +381,11 @@ impl Master {
 
     pub(super) fn on_channel_recv(&mut self, w: u32, mut msg: InMsg, result: io::Result<usize>) {
         let now = Instant::now();
-        // The message, then, on a native channel, what else is already queued (up to a burst):
-        // a worker's messages (ACKs, hand-backs) do not wait one round of the loop each. Every
-        // message read is handled before the next read.
-        let mut more = matches!(result, Ok(n) if n > 0);
+        // After a hand-back, what else is already queued on a native channel (up to a burst):
+        // hand-backs come one per request, and each would otherwise wait a round of the loop.
+        // (An ACK answers a whole CONNS message: reading on after one would mostly cost a
+        // fruitless call.) Every message read is handled before the next read.
+        let mut more = matches!(result, Ok(n) if n > 0) && is_handback(&msg);
         self.on_channel_result(w, &mut msg, result, now);
         for _ in 1..CHANNEL_BURST {
             let io = &self.io[w as usize];
@@ -397,7 +398,7 @@ impl Master {
             if matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 break;
             }
-            more = matches!(result, Ok(n) if n > 0);
+            more = matches!(result, Ok(n) if n > 0) && is_handback(&msg);
             self.on_channel_result(w, &mut msg, result, now);
         }
         let io = &mut self.io[w as usize];
@@ -552,6 +553,11 @@ fn lanes(acceptors: Option<&mut super::acceptors::Acceptors>, w: u32) -> (Vec<Ow
     }
     let generation = acceptors.give_lanes(w, ours);
     (theirs, generation)
+}
+
+/// Whether a received message is a `HANDBACK` (its header's type byte).
+fn is_handback(msg: &InMsg) -> bool {
+    msg.data().get(1) == Some(&(wire::MsgType::Handback as u8))
 }
 
 /// Whether a message holds no bytes (nothing was encoded into it).

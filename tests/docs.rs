@@ -1581,21 +1581,9 @@ fn every_log_line_has_a_troubleshooting_entry_and_every_entry_is_logged() {
 
 /// The long flags `stickyd --help` lists, but `--help` and `--version`.
 fn help_flags() -> BTreeSet<String> {
-    let out = Command::new(stickyd_bin())
-        .arg("--help")
-        .output()
-        .expect("stickyd --help");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let flags: BTreeSet<String> = text
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with('-'))
-        .filter_map(|l| {
-            l.split([' ', ','])
-                .find(|w| w.starts_with("--") && w.len() > 2)
-        })
-        .map(str::to_owned)
+    let (flags, text) = util::help_flags();
+    let flags: BTreeSet<String> = flags
+        .into_iter()
         .filter(|f| f != "--help" && f != "--version")
         .collect();
     assert!(

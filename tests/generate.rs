@@ -4,6 +4,8 @@
 //! name every flag, checked by the shell itself where it is installed (and bash's completion
 //! run for real).
 
+mod util;
+
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -33,19 +35,7 @@ fn generate(kind: &str, extra: &[&str]) -> String {
 
 /// The long flags `stickyd --help` lists, `--help` and `--version` included.
 fn help_flags() -> BTreeSet<String> {
-    let out = stickyd(&["--help"]);
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    let flags: BTreeSet<String> = text
-        .lines()
-        .map(str::trim_start)
-        .filter(|l| l.starts_with('-'))
-        .filter_map(|l| {
-            l.split([' ', ','])
-                .find(|w| w.starts_with("--") && w.len() > 2)
-        })
-        .map(str::to_owned)
-        .collect();
+    let (flags, text) = util::help_flags();
     for flag in ["--generate", "--check", "--listen", "--help", "--version"] {
         assert!(flags.contains(flag), "{flag} not read from --help: {text}");
     }

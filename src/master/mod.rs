@@ -396,14 +396,14 @@ impl Master {
             self.route_new();
             busy = round >= 2;
             // Once per round of completions, not once per completion: the timers, then the
-            // thread workers' queues and the decision about accepting (in `fire_timers`).
+            // thread workers' queues, the decision about accepting and the view the dispatcher
+            // threads route by (in `fire_timers`).
             self.fire_timers(Instant::now())?;
             for w in 0..self.core.workers() {
                 let threads = self.acceptors.as_ref().map_or(0, |a| a.unacked(w));
                 self.metrics
                     .set_unacked(w, (self.core.unacked(w) + threads) as u64);
             }
-            self.publish_view();
             self.metrics
                 .set_pending((self.front.pending() + self.threads_pending()) as u64);
         }

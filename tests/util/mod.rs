@@ -24,6 +24,28 @@ pub fn stickyd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stickyd"))
 }
 
+/// The long flags `stickyd --help` lists (`--help` and `--version` included), and the help
+/// text they were read from.
+pub fn help_flags() -> (std::collections::BTreeSet<String>, String) {
+    let out = Command::new(stickyd_bin())
+        .arg("--help")
+        .output()
+        .expect("stickyd --help");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flags = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with('-'))
+        .filter_map(|l| {
+            l.split([' ', ','])
+                .find(|w| w.starts_with("--") && w.len() > 2)
+        })
+        .map(str::to_owned)
+        .collect();
+    (flags, text)
+}
+
 /// An example program built by `cargo build --workspace --examples` (the SDK's `hello_worker`
 /// and `long_poll`, the dispatcher's `path_token`, the end-to-end benchmark's
 /// `reuseport_worker`).

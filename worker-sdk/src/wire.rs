@@ -802,10 +802,7 @@ pub fn encode_rehash(listeners: &[u16], out: &mut Vec<u8>) {
         "REHASH names 1..={MAX_REHASH} listeners, not {}",
         listeners.len()
     );
-    header(MsgType::Rehash, listeners.len() as u16, out);
-    for l in listeners {
-        out.extend_from_slice(&l.to_le_bytes());
-    }
+    listener_list(MsgType::Rehash, listeners, out);
 }
 
 /// Appends a `HANDBACK` for connections of `listeners` (their fds go in the same `sendmsg`, in
@@ -820,7 +817,13 @@ pub fn encode_handback(listeners: &[u16], out: &mut Vec<u8>) {
         "HANDBACK carries 1..={MAX_CONNS} connections, not {}",
         listeners.len()
     );
-    header(MsgType::Handback, listeners.len() as u16, out);
+    listener_list(MsgType::Handback, listeners, out);
+}
+
+/// A header counting `listeners`, then each index (`REHASH`, `HANDBACK`; bounds checked by the
+/// caller).
+fn listener_list(msg: MsgType, listeners: &[u16], out: &mut Vec<u8>) {
+    header(msg, listeners.len() as u16, out);
     for l in listeners {
         out.extend_from_slice(&l.to_le_bytes());
     }

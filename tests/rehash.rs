@@ -100,30 +100,103 @@ fn without_the_flag_a_reused_connection_stays_with_its_first_worker() {
     assert_eq!(metric_sum(&body, "stickyd_handbacks_total"), 0.0);
 }
 
+/// Requests for `clients` to pipeline on one connection: request `i` asks for `/bytes/<100 + i>`
+/// (so its answer tells which request it is), and every other one is a POST with a body that
+/// the worker must skip, no more and no less.
+fn pipeline(clients: &[IpAddr]) -> Vec<u8> {
+    let mut all = Vec::new();
+    for (i, ip) in clients.iter().enumerate() {
+        let path = format!("/bytes/{}", 100 + i);
+        let xff = format!("X-Forwarded-For: {ip}");
+        if i % 2 == 0 {
+            all.extend_from_slice(request(&path, &[&xff]).as_bytes());
+        } else {
+            let body = format!("body of request {i}, with GET / HTTP/1.1 in it\r\n\r\n");
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: test\r\n{xff}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            all.extend_from_slice(head.as_bytes());
+            all.extend_from_slice(body.as_bytes());
+        }
+    }
+    all
+}
+
+/// Reads the answers to [`pipeline`]`(clients)`: each in order, whole, by its key's worker.
+fn read_pipelined(c: &mut std::net::TcpStream, clients: &[IpAddr], what: &str) {
+    for (i, &ip) in clients.iter().enumerate() {
+        let r = read_response(c);
+        assert_eq!(r.status, 200, "{what}: request {i}");
+        assert_eq!(
+            r.body,
+            vec![b'x'; 100 + i],
+            "{what}: request {i} answered out of order"
+        );
+        assert_eq!(r.worker(), owner_of(ip), "{what}: request {i} ({ip})");
+    }
+}
+
 #[test]
-fn pipelined_requests_are_answered_in_order_with_every_byte() {
-    // Requests already read by the worker are never handed back: the worker that read them
-    // answers them, in order; the connection goes back once nothing of the next is read.
+fn pipelined_requests_are_each_served_by_their_keys_worker_in_order() {
+    // The worker reads one request at a time (peeked, then read to its end), so the requests
+    // behind it stay in the socket and go back to the master with the connection.
     let s = start(&["--rehash-per-request"]);
-    let ips = clients(6);
+    let ips = clients(8);
+    assert!(
+        ips.iter().any(|&ip| owner_of(ip) != owner_of(ips[0])),
+        "every client belongs to one worker: the test proves nothing"
+    );
     let mut c = connect(s.addr(), None);
-    let all: String = ips
-        .iter()
-        .map(|ip| request(&format!("/?n={ip}"), &[&format!("X-Forwarded-For: {ip}")]))
-        .collect();
-    c.write_all(all.as_bytes()).unwrap();
-    let first = read_response(&mut c).worker();
-    assert_eq!(first, owner_of(ips[0]));
-    for _ in 1..ips.len() {
-        let r = read_response(&mut c);
-        assert_eq!(r.status, 200);
-        assert_eq!(r.body, format!("worker: {}\n", r.worker()).into_bytes());
+    for round in 0..3 {
+        c.write_all(&pipeline(&ips)).unwrap();
+        read_pipelined(&mut c, &ips, &format!("round {round}"));
     }
-    // Then, one request at a time: each by its own worker again.
-    let served = one_connection_on(&mut c, &ips);
-    for (ip, w) in served {
-        assert_eq!(w, owner_of(ip), "{ip}");
-    }
+    let (_, body) = scrape(s.metrics_addr(), "/metrics");
+    assert_eq!(metric_sum(&body, "stickyd_connections_accepted_total"), 1.0);
+    assert_eq!(
+        metric_sum(&body, "stickyd_handbacks_total"),
+        (3 * ips.len() - 1) as f64
+    );
+}
+
+#[test]
+fn pipelined_requests_cut_at_every_byte_lose_nothing() {
+    // Three requests for three workers' keys, sent in two writes cut at every byte: wherever
+    // the cut falls (in a head, in a body, between requests), each request is answered by its
+    // key's worker, in order, whole.
+    let s = start(&["--rehash-per-request"]);
+    let ips: Vec<IpAddr> = clients(40).into_iter().fold(Vec::new(), |mut picked, ip| {
+        if picked.len() < 3 && picked.iter().all(|&p| owner_of(p) != owner_of(ip)) {
+            picked.push(ip);
+        }
+        picked
+    });
+    assert_eq!(ips.len(), 3, "40 clients do not reach 3 workers");
+    let all = pipeline(&ips);
+    let cuts: Vec<usize> = (1..all.len()).collect();
+    let addr = s.addr();
+    std::thread::scope(|scope| {
+        for share in cuts.chunks(cuts.len().div_ceil(4)) {
+            let (all, ips) = (&all, &ips);
+            scope.spawn(move || {
+                for &cut in share {
+                    let mut c = connect(addr, None);
+                    c.set_nodelay(true).unwrap();
+                    c.write_all(&all[..cut]).unwrap();
+                    // Long enough for the first part to be read or peeked alone, mostly.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    c.write_all(&all[cut..]).unwrap();
+                    read_pipelined(&mut c, ips, &format!("cut at byte {cut}"));
+                }
+            });
+        }
+    });
+    let (_, body) = scrape(s.metrics_addr(), "/metrics");
+    assert_eq!(
+        metric_sum(&body, "stickyd_handbacks_total"),
+        (2 * cuts.len()) as f64
+    );
 }
 
 #[test]

@@ -14,7 +14,9 @@
 //! back to the master at each request boundary: once a response is written and nothing of the
 //! next request has been read, the worker peeks, and when the next request has begun it hands
 //! the connection back (`Worker::hand_back`) for the master to route by that request's key.
-//! Requests already read (pipelined behind the last one) are answered here, in order.
+//! There it reads one request at a time (peeked first, then read up to its end), so requests
+//! pipelined behind it stay in the socket and each goes to its own key's worker, in order.
+//! A request with a chunked body ends the hand-backs: its connection is served here.
 //!
 //! ```sh
 //! cargo build --release -p stickyd-worker --example hello_worker
@@ -36,6 +38,7 @@ use std::process::ExitCode;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
+use stickyd_worker::http::{RequestEnd, request_end};
 use stickyd_worker::{Connection, Worker};
 
 /// The channel's token; connections get 1, 2, ...
@@ -324,7 +327,12 @@ impl Conn {
                     Err(e) => return Err(e),
                 }
             }
-            match self.stream.read(&mut buf) {
+            let read = if self.hand_back {
+                self.read_this_request(&mut buf)
+            } else {
+                self.stream.read(&mut buf)
+            };
+            match read {
                 // The client has finished sending: no request will complete any more.
                 Ok(0) => return Ok(false),
                 Ok(n) => self.input.extend_from_slice(&buf[..n]),
@@ -333,6 +341,48 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Reads what the socket holds of the request in progress, and nothing of the next one:
+    /// on a connection handed back at request boundaries, a request pipelined behind this one
+    /// stays in the socket, for the worker its key belongs to. Peeks, finds where the request
+    /// ends ([`request_end`]), and reads up to there. A request whose body's end the head does
+    /// not tell (chunked) cannot be cut from the next: then the connection stays here, and
+    /// everything is read.
+    fn read_this_request(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let peeked = self.stream.peek(buf)?;
+        if peeked == 0 {
+            return Ok(0);
+        }
+        let wanted = if self.body_left > 0 {
+            // The rest of a body whose head has been answered.
+            self.body_left.min(peeked as u64) as usize
+        } else {
+            // `input` holds the start of a head, if anything (`answer` takes whole heads).
+            let end = if self.input.is_empty() {
+                request_end(&buf[..peeked])
+            } else {
+                let mut head = self.input.clone();
+                head.extend_from_slice(&buf[..peeked]);
+                request_end(&head)
+            };
+            match end {
+                // All of it belongs to this request's head.
+                RequestEnd::Incomplete => peeked,
+                RequestEnd::At(end) => {
+                    let rest = end.saturating_sub(self.input.len() as u64);
+                    usize::try_from(rest).map_or(peeked, |rest| rest.min(peeked))
+                }
+                RequestEnd::Unknown => 0,
+            }
+        };
+        if wanted == 0 {
+            // No boundary to stop at: this worker serves the connection to its end.
+            self.listener = None;
+            self.hand_back = false;
+            return self.stream.read(buf);
+        }
+        self.stream.read(&mut buf[..wanted])
     }
 
     /// Nothing in progress: a kept-alive connection waiting for its next request.

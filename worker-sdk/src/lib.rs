@@ -114,6 +114,7 @@ mod async_worker;
 mod batch;
 mod connection;
 mod error;
+pub mod http;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;

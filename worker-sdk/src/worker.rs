@@ -352,7 +352,8 @@ impl Worker {
     ///   one byte of the next request has been read from the socket (its bytes are still in
     ///   the kernel's receive queue, where the master peeks at them and the next worker reads
     ///   them from the first). Peek (`MSG_PEEK`) to learn that a request has begun; never
-    ///   hand back bytes already read into a buffer (pipelined requests): answer those here.
+    ///   hand back bytes already read into a buffer (pipelined requests): answer those here, or
+    ///   read one request at a time ([`http::request_end`](crate::http::request_end)).
     /// - Use it only on the listeners [`rehash_per_request`](Worker::rehash_per_request) names.
     /// - Deregister the connection from any epoll instance (mio's `Registry::deregister`)
     ///   before this worker's copy is closed: the master's copy keeps the socket open, so

@@ -7,7 +7,9 @@ mod util;
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use stickyd::keys::Key;
 use util::haproxy::{self, Haproxy};
@@ -185,7 +187,7 @@ fn pipelined_requests_cut_at_every_byte_lose_nothing() {
                     c.set_nodelay(true).unwrap();
                     c.write_all(&all[..cut]).unwrap();
                     // Long enough for the first part to be read or peeked alone, mostly.
-                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    std::thread::sleep(Duration::from_millis(2));
                     c.write_all(&all[cut..]).unwrap();
                     read_pipelined(&mut c, ips, &format!("cut at byte {cut}"));
                 }
@@ -297,4 +299,193 @@ fn behind_haproxy_reusing_two_connections_every_request_reaches_its_keys_worker(
         moved > 0,
         "without the flag every request reached its key's worker anyway"
     );
+}
+
+/// A worker of this test process attached to `path` as slot `id`, and a hello worker attached
+/// as every other slot of `workers`: the test's worker does what a real one would only by
+/// bad luck (dies with connections in flight), when the test says so.
+struct Pool {
+    mine: stickyd_worker::Worker,
+    _others: Children,
+}
+
+/// Processes killed on drop.
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Pool {
+    fn attach(s: &Stickyd, path: &Path, workers: u32, id: u32) -> Pool {
+        let channel = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::SEQPACKET, None)
+            .expect("a seqpacket socket");
+        let addr = socket2::SockAddr::unix(path).expect("the attach path");
+        let deadline = Instant::now() + TIMEOUT;
+        while let Err(e) = channel.connect(&addr) {
+            assert!(Instant::now() < deadline, "attach: {e}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut mine = stickyd_worker::Worker::from_fd(channel.into(), id).expect("attach");
+        // Reads the REHASH that follows WELCOME, so that a readable channel means CONNS later.
+        while !mine.rehash_per_request(0) {
+            match mine.try_recv() {
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no REHASH for listener 0");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => panic!("before any connection: {other:?}"),
+            }
+        }
+        let others = Children(
+            (0..workers)
+                .filter(|&w| w != id)
+                .map(|w| {
+                    std::process::Command::new(hello_worker_bin())
+                        .env("STICKYD_ATTACH", path)
+                        .env("STICKYD_WORKER_ID", w.to_string())
+                        .env_remove("STICKYD_FD")
+                        .stdin(std::process::Stdio::null())
+                        .spawn()
+                        .expect("start hello_worker")
+                })
+                .collect(),
+        );
+        for w in (0..workers).filter(|&w| w != id) {
+            s.wait_log(&format!("worker {w} ready"), TIMEOUT);
+        }
+        Pool {
+            mine,
+            _others: others,
+        }
+    }
+
+    /// Waits until the master has sent this test's worker something.
+    fn wait_for_conns(&self) {
+        let mut fds = [libc::pollfd {
+            fd: self.mine.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: `fds` is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, TIMEOUT.as_millis() as i32) };
+        assert_eq!(n, 1, "no connection for the test's worker");
+    }
+}
+
+fn start_attached(path: &Path) -> Stickyd {
+    let path = path.to_str().expect("a UTF-8 path");
+    Stickyd::start(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--attach",
+        path,
+        "--key",
+        "header:x-forwarded-for",
+        "--rehash-per-request",
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+}
+
+/// A client of each of two workers' keys: (one of worker 0's, one of worker 1's).
+fn one_of_each() -> (IpAddr, IpAddr) {
+    let ips = clients(40);
+    let of = |w| {
+        *ips.iter()
+            .find(|&&ip| owner(Key::Addr(ip), 2) == w)
+            .unwrap()
+    };
+    (of(0), of(1))
+}
+
+fn xff_request(ip: IpAddr) -> String {
+    request("/", &[&format!("X-Forwarded-For: {ip}")])
+}
+
+#[test]
+fn a_worker_that_dies_right_after_handing_back_loses_nothing() {
+    let dir = TempDir::new("rehash-dies-after");
+    let path = dir.0.join("attach.sock");
+    let s = start_attached(&path);
+    let mut pool = Pool::attach(&s, &path, 2, 0);
+    let (zero, one) = one_of_each();
+
+    // Eight clients each served a first request by the test's worker 0; each then sends a
+    // request of worker 1's key.
+    let mut clients: Vec<std::net::TcpStream> = (0..8).map(|_| connect(s.addr(), None)).collect();
+    let mut conns = Vec::new();
+    for c in &mut clients {
+        c.write_all(xff_request(zero).as_bytes()).unwrap();
+        let mut conn = pool.mine.recv().expect("a connection").expect("no end");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            std::io::Read::read_exact(&mut conn.stream, &mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let answer = "HTTP/1.1 200 OK\r\nX-Worker: 0\r\nContent-Length: 10\r\n\r\nworker: 0\n";
+        conn.stream.write_all(answer.as_bytes()).unwrap();
+        assert_eq!(read_response(c).worker(), 0);
+        c.write_all(xff_request(one).as_bytes()).unwrap();
+        conns.push(conn);
+    }
+    // At the boundary, each goes back; the worker exits at once, its hand-backs still queued
+    // on its channel, unread by the master.
+    for conn in conns {
+        let mut byte = [0u8; 1];
+        assert_eq!(conn.stream.peek(&mut byte).unwrap(), 1);
+        if let Err(e) = pool.mine.hand_back(conn.stream, conn.meta.listener) {
+            panic!("hand back: {}", e.error());
+        }
+    }
+    drop(pool.mine);
+    for c in &mut clients {
+        let r = read_response(c);
+        assert_eq!((r.status, r.worker()), (200, 1));
+    }
+    let (_, body) = scrape(s.metrics_addr(), "/metrics");
+    assert_eq!(metric_sum(&body, "stickyd_handbacks_total"), 8.0);
+    assert_eq!(metric_sum(&body, "stickyd_dropped_total"), 0.0);
+}
+
+#[test]
+fn a_worker_that_dies_before_taking_a_handed_back_connection_loses_nothing() {
+    let dir = TempDir::new("rehash-dies-before");
+    let path = dir.0.join("attach.sock");
+    let s = start_attached(&path);
+    let pool = Pool::attach(&s, &path, 2, 0);
+    let (zero, one) = one_of_each();
+
+    // Worker 1 (a hello worker) serves each client's first request, then hands the
+    // connection back for the next, of worker 0's key; worker 0 (the test's) exits with the
+    // connections sent to it and not acknowledged.
+    let mut clients: Vec<std::net::TcpStream> = (0..8).map(|_| connect(s.addr(), None)).collect();
+    for c in &mut clients {
+        c.write_all(xff_request(one).as_bytes()).unwrap();
+        assert_eq!(read_response(c).worker(), 1);
+        c.write_all(xff_request(zero).as_bytes()).unwrap();
+    }
+    pool.wait_for_conns();
+    let Pool { mine, _others } = pool;
+    drop(mine);
+    for c in &mut clients {
+        let r = read_response(c);
+        assert_eq!((r.status, r.worker()), (200, 1));
+    }
+    let (_, body) = scrape(s.metrics_addr(), "/metrics");
+    assert_eq!(metric_sum(&body, "stickyd_handbacks_total"), 8.0);
+    assert!(
+        metric_sum(&body, "stickyd_redispatched_total") >= 1.0,
+        "{body}"
+    );
+    assert_eq!(metric_sum(&body, "stickyd_dropped_total"), 0.0);
 }

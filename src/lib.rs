@@ -79,7 +79,7 @@ pub fn builtin_worker() -> Option<std::process::ExitCode> {
 #[derive(Debug)]
 pub struct Dispatcher {
     config: Config,
-    threads: Option<Vec<crossbeam_channel::Sender<threads::Delivery>>>,
+    threads: Option<threads::Pool>,
 }
 
 impl Dispatcher {
@@ -105,8 +105,8 @@ impl Dispatcher {
             .iter()
             .map(|l| l.name.clone())
             .collect();
-        let (workers, queues) = threads::ThreadWorker::pool(self.config.workers, names);
-        self.threads = Some(queues);
+        let (workers, pool) = threads::ThreadWorker::pool(self.config.workers, names)?;
+        self.threads = Some(pool);
         Ok(workers)
     }
 

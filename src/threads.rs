@@ -35,15 +35,20 @@
 //! ```
 
 use std::io;
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crossbeam_channel::{Receiver, Sender};
-use stickyd_worker::Connection;
+use stickyd_ring::sys;
 use stickyd_worker::wire::ConnRecord;
+use stickyd_worker::{Connection, HandBackError};
 
 /// A connection on its way to a thread: what a `CONNS` record says, and the fd.
 pub(crate) type Delivery = (ConnRecord, OwnedFd);
+
+/// A connection a thread gives back (`--rehash-per-request`): its listener, and the fd.
+pub(crate) type HandedBack = (u16, OwnedFd);
 
 /// One in-process worker slot: receives the connections whose keys it owns.
 #[derive(Debug)]
@@ -52,16 +57,47 @@ pub struct ThreadWorker {
     workers: u32,
     listeners: Arc<[String]>,
     queue: Receiver<Delivery>,
+    returns: Arc<Returns>,
+}
+
+/// The way back from the threads to the dispatcher, shared by every thread worker.
+#[derive(Debug)]
+pub(crate) struct Returns {
+    /// The listeners whose kept-alive connections go back at each request boundary; set once
+    /// by the dispatcher when it starts (which listeners qualify depends on their keys).
+    pub rehash: OnceLock<Vec<u16>>,
+    /// Per slot: the dispatcher has drained it, and takes nothing back from it.
+    pub drained: Vec<AtomicBool>,
+    handed_back: Sender<HandedBack>,
+    /// Written after each hand-back: the dispatcher's loop polls it.
+    pub wake: OwnedFd,
+}
+
+/// The thread workers' pool, as the dispatcher holds it.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// Each slot's queue.
+    pub queues: Vec<Sender<Delivery>>,
+    pub returns: Arc<Returns>,
+    /// The connections the threads give back.
+    pub handed_back: Receiver<HandedBack>,
 }
 
 impl ThreadWorker {
-    /// `workers` thread workers and the master's ends of their queues.
+    /// `workers` thread workers and the dispatcher's side of them.
     pub(crate) fn pool(
         workers: u32,
         listeners: Vec<String>,
-    ) -> (Vec<ThreadWorker>, Vec<Sender<Delivery>>) {
+    ) -> io::Result<(Vec<ThreadWorker>, Pool)> {
+        let (tx, handed_back) = crossbeam_channel::unbounded();
+        let returns = Arc::new(Returns {
+            rehash: OnceLock::new(),
+            drained: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            handed_back: tx,
+            wake: sys::eventfd()?,
+        });
         let listeners: Arc<[String]> = listeners.into();
-        (0..workers)
+        let (threads, queues) = (0..workers)
             .map(|id| {
                 let (tx, queue) = crossbeam_channel::unbounded();
                 let worker = ThreadWorker {
@@ -69,10 +105,17 @@ impl ThreadWorker {
                     workers,
                     listeners: Arc::clone(&listeners),
                     queue,
+                    returns: Arc::clone(&returns),
                 };
                 (worker, tx)
             })
-            .unzip()
+            .unzip();
+        let pool = Pool {
+            queues,
+            returns,
+            handed_back,
+        };
+        Ok((threads, pool))
     }
 
     /// This worker's slot, `0..workers`.
@@ -114,5 +157,60 @@ impl ThreadWorker {
     /// The connections, until the dispatcher drains this worker.
     pub fn incoming(&self) -> impl Iterator<Item = io::Result<Connection>> + '_ {
         std::iter::from_fn(|| self.recv())
+    }
+
+    /// Whether the kept-alive connections of listener `listener` go back to the dispatcher
+    /// at each request boundary (`--rehash-per-request`): see [`hand_back`](Self::hand_back).
+    /// False until the dispatcher has started ([`Dispatcher::run`](crate::Dispatcher::run)).
+    pub fn rehash_per_request(&self, listener: u16) -> bool {
+        self.returns
+            .rehash
+            .get()
+            .is_some_and(|rehash| rehash.contains(&listener))
+    }
+
+    /// Gives connection `conn`, received on listener `listener`, back to the dispatcher,
+    /// which routes it again by the key of its next request, as a new connection (to this
+    /// thread, or another): the in-process form of
+    /// [`Worker::hand_back`](stickyd_worker::Worker::hand_back), with its contract. Call it
+    /// at a request boundary only: the last response completely written, not one byte of the
+    /// next request read (read one request at a time:
+    /// [`http::request_end`](stickyd_worker::http::request_end)). The next request need not
+    /// have begun: an idle connection waits in the dispatcher for it, as a new connection
+    /// waits for its first bytes (up to `--peek-timeout`), so a thread never blocks on it.
+    ///
+    /// On success `conn` is dropped (the dispatcher holds its own copy of the fd); on failure
+    /// it comes back in the error, to serve or close: refused once this worker is drained
+    /// (kind `Other`), for a listener not named by `--rehash-per-request` (`InvalidInput`),
+    /// or when the dispatcher has stopped (`BrokenPipe`).
+    pub fn hand_back<C: AsFd>(&self, conn: C, listener: u16) -> Result<(), HandBackError<C>> {
+        let refuse = |kind, what: &str| Err(io::Error::new(kind, what.to_owned()));
+        let checked = if self.returns.drained[self.id as usize].load(Ordering::Acquire) {
+            refuse(
+                io::ErrorKind::Other,
+                "the worker is drained: nothing goes back",
+            )
+        } else if !self.rehash_per_request(listener) {
+            refuse(
+                io::ErrorKind::InvalidInput,
+                "the dispatcher does not route this listener per request",
+            )
+        } else {
+            conn.as_fd().try_clone_to_owned()
+        };
+        let fd = match checked {
+            Ok(fd) => fd,
+            Err(error) => return Err(HandBackError::new(conn, error)),
+        };
+        if self.returns.handed_back.send((listener, fd)).is_err() {
+            let error = io::Error::new(io::ErrorKind::BrokenPipe, "the dispatcher has stopped");
+            return Err(HandBackError::new(conn, error));
+        }
+        if let Err(e) = sys::eventfd_wake(self.returns.wake.as_fd()) {
+            // The connection is queued; the dispatcher's next wake-up takes it.
+            log::debug!("worker {}: waking the dispatcher: {e}", self.id);
+        }
+        drop(conn);
+        Ok(())
     }
 }

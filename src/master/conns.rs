@@ -33,6 +33,9 @@ pub(crate) struct Conn {
     pub deadline: Instant,
     /// The deadline is in the timer heap (only connections that had to wait are).
     pub timed: bool,
+    /// A kept-alive connection a worker handed back: nothing at its deadline means an idle
+    /// connection, closed, not a client to route by the fallback.
+    pub kept_alive: bool,
 }
 
 /// The table of pending connections, keyed by slab index.
@@ -52,6 +55,7 @@ impl Conns {
         peer: SocketAddr,
         accepted_ns: u64,
         deadline: Instant,
+        kept_alive: bool,
     ) -> usize {
         self.next_id += 1;
         let id = self.next_id;
@@ -68,6 +72,7 @@ impl Conns {
             hup: false,
             deadline,
             timed: false,
+            kept_alive,
         })
     }
 

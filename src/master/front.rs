@@ -249,18 +249,19 @@ impl Front {
     /// or starts peeking.
     fn admit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
         self.metrics.accepted(listener);
-        self.take_in(ring, listener, fd);
+        self.take_in(ring, listener, fd, false);
     }
 
-    /// Takes in a kept-alive connection a worker handed back (`--rehash-per-request`), at the
-    /// first byte of its next request: examined and routed as a new connection (not counted as
-    /// accepted again).
+    /// Takes in a kept-alive connection a worker handed back (`--rehash-per-request`), at a
+    /// request boundary: examined and routed as a new connection (not counted as accepted
+    /// again). If its next request has not begun by the peek deadline, it is closed, as a
+    /// server closes an idle kept-alive connection.
     pub fn readmit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
         self.metrics.handback();
-        self.take_in(ring, listener, fd);
+        self.take_in(ring, listener, fd, true);
     }
 
-    fn take_in(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
+    fn take_in(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd, kept_alive: bool) {
         let stream = TcpStream::from(fd);
         let peer = match stream.peer_addr() {
             Ok(peer) => peer,
@@ -287,7 +288,9 @@ impl Front {
             return;
         }
         let deadline = Instant::now() + self.peek_timeout; // bounded by the CLI
-        let key = self.conns.insert(fd, listener, peer, accepted_ns, deadline);
+        let key = self
+            .conns
+            .insert(fd, listener, peer, accepted_ns, deadline, kept_alive);
         self.peek(ring, key);
     }
 
@@ -431,6 +434,10 @@ impl Front {
             // Zero bytes from a peek: the client closed without sending anything.
             Ok(0) => Verdict::Close(Refusal::Empty),
             Ok(n) => examiner.examine(&buf, tcp_peer, finality(n)),
+            // An idle kept-alive connection handed back: its next request never came.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && conn.kept_alive && conn.expired => {
+                Verdict::Close(Refusal::Empty)
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 examiner.examine(&[], tcp_peer, finality(0))
             }

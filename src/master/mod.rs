@@ -35,11 +35,10 @@ use crate::metrics::{self, Metrics};
 use crate::route;
 use crate::verdict::Examiner;
 
-use crossbeam_channel::Sender;
-
-use crate::threads::Delivery;
+use crate::threads;
 use acceptors::Acceptors;
 use attach::AttachPoint;
+use crossbeam_channel::Receiver;
 use front::{Front, Listener};
 use token::Token;
 use workers::WorkerIo;
@@ -111,6 +110,8 @@ struct Master {
     /// The listeners whose kept-alive connections workers hand back at each request
     /// (`--rehash-per-request`), for `REHASH`.
     rehash: Vec<u16>,
+    /// Thread workers: the way their hand-backs come back, and what they come in.
+    returns: Option<(Arc<threads::Returns>, Receiver<threads::HandedBack>)>,
 }
 
 /// The signals the master reads from its signalfd: shutdown, and the upgrade (SIGUSR2).
@@ -122,7 +123,7 @@ const THREAD_QUEUE_RECHECK: Duration = Duration::from_millis(10);
 
 /// Runs the dispatcher until a requested shutdown completes. With `threads`, the workers are
 /// the threads reading those queues, not processes.
-pub fn run(config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<(), Error> {
+pub fn run(config: Config, threads: Option<threads::Pool>) -> Result<(), Error> {
     let mut master = Master::start(config, threads)?;
     master.run()
 }
@@ -159,7 +160,7 @@ fn now_ns() -> u64 {
 }
 
 impl Master {
-    fn start(mut config: Config, threads: Option<Vec<Sender<Delivery>>>) -> Result<Master, Error> {
+    fn start(mut config: Config, threads: Option<threads::Pool>) -> Result<Master, Error> {
         // Sockets passed by systemd or by a predecessor, before inherited fds are marked.
         let mut inherited = inherit::take()?;
         // Fds inherited from whatever started us must not reach the workers.
@@ -297,9 +298,14 @@ impl Master {
                     .collect(),
             )
         });
-        for (slot, queue) in io.iter_mut().zip(threads.into_iter().flatten()) {
-            *slot = WorkerIo::thread(queue);
-        }
+        let returns = threads.map(|pool| {
+            for (slot, queue) in io.iter_mut().zip(pool.queues) {
+                *slot = WorkerIo::thread(queue);
+            }
+            // Set once, here: nothing else sets it.
+            let _ = pool.returns.rehash.set(rehash.clone());
+            (pool.returns, pool.handed_back)
+        });
         let mut master = Master {
             metrics,
             ring,
@@ -315,6 +321,7 @@ impl Master {
             upgrade,
             node,
             rehash,
+            returns,
             config,
         };
         // Starts the workers (a failure to start one is fatal here).
@@ -325,6 +332,7 @@ impl Master {
             Token::Signal.encode(),
         );
         master.arm_wake();
+        master.arm_handed_back();
         info!(
             "started {} workers ({}), keys: {}",
             master.config.workers,
@@ -478,6 +486,7 @@ impl Master {
                 }
                 self.arm_wake();
             }
+            (Token::HandedBack, _) => self.on_handed_back(),
             (Token::Housekeeping, Outcome::Closed(Err(e))) => debug!("close failed: {e}"),
             (Token::Housekeeping, _) => {}
             (token, outcome) => error!("unexpected completion {outcome:?} for {token:?}"),
@@ -535,6 +544,37 @@ impl Master {
                 Token::Wake.encode(),
             );
         }
+    }
+
+    /// Polls the eventfd thread workers write after handing connections back.
+    fn arm_handed_back(&mut self) {
+        if let Some((returns, _)) = &self.returns {
+            self.ring.poll(
+                returns.wake.as_fd(),
+                libc::POLLIN as u32,
+                Token::HandedBack.encode(),
+            );
+        }
+    }
+
+    /// Thread workers handed connections back (`--rehash-per-request`): each is examined and
+    /// routed again, as a process worker's `HANDBACK` is.
+    fn on_handed_back(&mut self) {
+        let Some((returns, handed_back)) = &self.returns else {
+            return;
+        };
+        if let Err(e) = sys::eventfd_clear(returns.wake.as_fd()) {
+            debug!("{e}");
+        }
+        for (listener, fd) in handed_back.try_iter() {
+            // `ThreadWorker::hand_back` takes only these listeners' connections.
+            if self.rehash.contains(&listener) {
+                self.front.readmit(&mut self.ring, listener, fd);
+            } else {
+                self.ring.close(fd, Token::Housekeeping.encode());
+            }
+        }
+        self.arm_handed_back();
     }
 
     // ---- signals ---------------------------------------------------------------------------

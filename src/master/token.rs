@@ -27,6 +27,8 @@ pub(crate) enum Token {
     SuccessorExit,
     /// The loop's eventfd was written to: another thread has something for it.
     Wake,
+    /// A thread worker handed connections back and wrote the eventfd saying so.
+    HandedBack,
 }
 
 const SHIFT: u32 = 56;
@@ -47,6 +49,7 @@ impl Token {
             Token::SuccessorReady => (10, 0),
             Token::SuccessorExit => (11, 0),
             Token::Wake => (12, 0),
+            Token::HandedBack => (13, 0),
         };
         (kind << SHIFT) | u64::from(index)
     }
@@ -67,6 +70,7 @@ impl Token {
             10 => Token::SuccessorReady,
             11 => Token::SuccessorExit,
             12 => Token::Wake,
+            13 => Token::HandedBack,
             _ => return None,
         })
     }
@@ -91,6 +95,7 @@ mod tests {
             Token::SuccessorReady,
             Token::SuccessorExit,
             Token::Wake,
+            Token::HandedBack,
         ] {
             assert_eq!(Token::decode(t.encode()), Some(t));
         }

@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{SendError, Sender};
@@ -340,7 +341,12 @@ impl Master {
                                 }
                             }
                         }
-                        ThreadStep::Drain => self.io[w as usize].thread = None,
+                        ThreadStep::Drain => {
+                            self.io[w as usize].thread = None;
+                            if let Some((returns, _)) = &self.returns {
+                                returns.drained[w as usize].store(true, Ordering::Release);
+                            }
+                        }
                         ThreadStep::Idle => break,
                     }
                 }

@@ -783,6 +783,12 @@ pub struct HandBackError<C> {
 }
 
 impl<C> HandBackError<C> {
+    /// A hand-back of `conn` refused for `error`: for other ways back to a dispatcher with
+    /// the same contract (stickyd's in-process thread workers).
+    pub fn new(conn: C, error: io::Error) -> HandBackError<C> {
+        HandBackError { conn, error }
+    }
+
     /// The connection, untouched, and the reason it was not handed back.
     pub fn into_parts(self) -> (C, io::Error) {
         (self.conn, self.error)

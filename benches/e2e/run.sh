@@ -7,6 +7,12 @@
 #   W1  a new connection per request (`Connection: close`), X-Forwarded-For varying over 4,096
 #       addresses: connections per second, p99 latency, CPU per connection.
 #   W2  keep-alive, GET /bytes/1048576: MiB per second, CPU per GiB.
+#   W3  keep-alive through HAProxy reusing its server connections (`http-reuse always`), the
+#       X-Forwarded-For varying from one request to the next on each connection: stickyd
+#       with --rehash-per-request behind it, against HAProxy alone hashing the header to the
+#       2 workers (`balance hdr()`, the reference) and stickyd without the flag; requests per
+#       second, and how many of 200 probe requests sent during the load strayed from their
+#       key's worker.
 #
 # Usage: benches/e2e/run.sh              (from anywhere; run as root so that it can install)
 # Settings (environment):
@@ -17,8 +23,12 @@
 #   CONNS_W1=32 CONNS_W2=8 THREADS=2     wrk's connections and threads
 #   SYSTEMS="uring epoll ceiling nginx haproxy sticky node nodecluster"   which systems, in this
 #                   order (node: Node workers under stickyd --ipc node; nodecluster: Node's
-#                   cluster round-robin)
-#   BASE_PORT=18000 the ports used, BASE_PORT..BASE_PORT+59, all on 127.0.0.1
+#                   cluster round-robin); SYSTEMS= runs none of them (W3 only, say)
+#   W3="rehash hash plain"   the W3 systems (after the others; needs HAProxy): rehash:
+#                   HAProxy -> stickyd --rehash-per-request; hash: HAProxy balance hdr() ->
+#                   the 2 workers; plain: HAProxy -> stickyd without the flag. W3= skips W3
+#   CONNS_W3=32     wrk's connections in W3
+#   BASE_PORT=18000 the ports used, BASE_PORT..BASE_PORT+109, all on 127.0.0.1
 #   INSTALL=1       install what is missing (apt-get: wrk nginx haproxy nodejs npm linux-perf
 #                   strace; npm: sticky-session-custom); 0 skips what is missing instead
 #   BUILD=1         cargo build --release --workspace --bins --examples first
@@ -46,8 +56,10 @@ WARMUP=${WARMUP:-5}
 SETTLE=${SETTLE:-6}
 CONNS_W1=${CONNS_W1:-32}
 CONNS_W2=${CONNS_W2:-8}
+CONNS_W3=${CONNS_W3:-32}
+W3=${W3-"rehash hash plain"}
 THREADS=${THREADS:-2}
-SYSTEMS=${SYSTEMS:-"uring epoll ceiling nginx haproxy sticky node nodecluster"}
+SYSTEMS=${SYSTEMS-"uring epoll ceiling nginx haproxy sticky node nodecluster"}
 BASE_PORT=${BASE_PORT:-18000}
 INSTALL=${INSTALL:-1}
 BUILD=${BUILD:-1}
@@ -187,6 +199,10 @@ install_tools() {
         fi
     done
     SYSTEMS=${want[*]}
+    if [ -n "$W3" ]; then
+        have haproxy || apt_install haproxy || true
+        have haproxy || { say "skipping W3: HAProxy is not installed and apt-get could not install it"; W3=; }
+    fi
     if [ "$URING_CALLS" = 1 ] && ! have perf && ! have strace; then
         apt_install linux-perf || apt_install strace || true
     fi
@@ -230,7 +246,7 @@ why_missing() {
 
 port_of() {
     local i=0 s
-    for s in uring epoll ceiling nginx haproxy sticky node nodecluster; do
+    for s in uring epoll ceiling nginx haproxy sticky node nodecluster rehash hash plain; do
         [ "$s" = "$1" ] && { echo $((BASE_PORT + 10 * i)); return; }
         i=$((i + 1))
     done
@@ -292,16 +308,44 @@ start_nginx() {
     DISPATCHER="$LAST_PID $(children "$LAST_PID")"
 }
 
+# start_haproxy [NAME]: HAProxy hashing X-Forwarded-For to the 2 workers (NAME's port).
 start_haproxy() {
-    PORT=$(port_of haproxy)
+    local name=${1:-haproxy}
+    PORT=$(port_of "$name")
     METRICS=
     start_backends "$PORT" || { MAIN=$WORKERS; return 1; }
-    fill "$HERE/haproxy.cfg.in" "$WORK/haproxy.cfg"
-    start "$WORK/haproxy.log" haproxy -db -f "$WORK/haproxy.cfg"
+    fill "$HERE/haproxy.cfg.in" "$WORK/$name.cfg"
+    start "$WORK/$name.log" haproxy -db -f "$WORK/$name.cfg"
     MAIN="$LAST_PID $WORKERS"
     wait_http "$PORT" || return 1
     DISPATCHER=$LAST_PID
 }
+
+# W3's systems: HAProxy in front, reusing its server connections.
+start_hash() { start_haproxy hash; }
+
+# start_reused NAME FLAGS...: HAProxy on NAME's port, reusing its connections to stickyd (on
+# the next port, with FLAGS), which serves them with the 2 workers.
+start_reused() {
+    local name=$1
+    shift
+    PORT=$(port_of "$name")
+    METRICS=$((PORT + 3))
+    start "$WORK/$name-stickyd.log" "$STICKYD" --listen "127.0.0.1:$((PORT + 1))" \
+        --key header:x-forwarded-for --workers 2 --metrics "127.0.0.1:$METRICS" --grace 2s \
+        "$@" $STICKYD_ARGS -- "$HELLO"
+    local stickyd=$LAST_PID
+    MAIN=$stickyd
+    wait_http $((PORT + 1)) || return 1
+    WORKERS=$(children "$stickyd")
+    fill "$HERE/haproxy-reuse.cfg.in" "$WORK/$name.cfg"
+    start "$WORK/$name.log" haproxy -db -f "$WORK/$name.cfg"
+    MAIN="$LAST_PID $stickyd"
+    DISPATCHER="$LAST_PID $stickyd"
+    wait_http "$PORT" || return 1
+}
+start_rehash() { start_reused rehash --rehash-per-request; }
+start_plain() { start_reused plain; }
 
 start_sticky() {
     PORT=$(port_of sticky)
@@ -387,6 +431,7 @@ dispatched() {
 wrk_run() {
     local workload=$1 seconds=$2 out=$3 conns=$CONNS_W1
     [ "$workload" = w2 ] && conns=$CONNS_W2
+    [ "$workload" = w3 ] && conns=$CONNS_W3
     local TIMEFORMAT='CPU %U %S'
     {
         time timeout $((seconds + 30)) wrk -t "$THREADS" -c "$conns" -d "${seconds}s" \
@@ -437,7 +482,8 @@ measure() {
 
 # stickiness SYSTEM: 200 new connections, 19 X-Forwarded-For values (an odd number: with 20, a
 # round-robin over 2 workers sends every value to one worker and looks sticky); a request whose
-# value was answered more often by another worker is a stray.
+# value was answered more often by another worker is a stray. (Behind HAProxy, W3, the
+# connections are HAProxy's clients': its server connections are reused.)
 stickiness() {
     local sys=$1 out=$WORK/$1-sticky.txt i v w
     : >"$out"
@@ -589,10 +635,81 @@ sweep_report() {
     }' "$RESULTS"
 }
 
+# w3_phase: the W3 systems, RUNS times (the order rotating); on the first repetition the
+# stickiness probe runs while wrk loads the system (its warm-up), so that HAProxy's server
+# connections are busy and reused by requests of every key.
+w3_phase() {
+    [ -n "$W3" ] || return 0
+    local rep i s order systems=($W3) load
+    for ((rep = 1; rep <= RUNS; rep++)); do
+        order=()
+        for ((i = 0; i < ${#systems[@]}; i++)); do
+            order+=("${systems[$(((i + rep - 1) % ${#systems[@]}))]}")
+        done
+        say "W3, repetition $rep of $RUNS: ${order[*]}"
+        for s in "${order[@]}"; do
+            if ! "start_$s"; then
+                say "  $s did not start (see $WORK/$s*.log)"
+                stop_system
+                continue
+            fi
+            if [ "$rep" = 1 ]; then
+                wrk_run w3 "$((WARMUP + 10))" "$WORK/w3$s-warmup-$rep.out" &
+                load=$!
+                sleep 1
+                stickiness "w3$s"
+                wait "$load" || true
+            else
+                wrk_run w3 "$WARMUP" "$WORK/w3$s-warmup-$rep.out"
+            fi
+            measure "w3$s" w3 "$rep"
+            stop_system
+        done
+    done
+}
+
+# w3_report: W3's table and ratios.
+w3_report() {
+    [ -n "$W3" ] || return 0
+    awk -F'\t' -v systems="$W3" -v strays_file="$STRAYS" "$AWK_MEDIAN"'
+    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
+    BEGIN {
+        while ((getline line < strays_file) > 0) { split(line, f, "\t"); stray[f[1]] = f[2] }
+        label["rehash"] = "HAProxy reuse -> stickyd --rehash-per-request"
+        label["hash"] = "HAProxy reuse, balance hdr() (reference)"
+        label["plain"] = "HAProxy reuse -> stickyd (no flag)"
+    }
+    $2 == "w3" {
+        k = $1; s = $6 / 1e6
+        add(k SUBSEP "rate", $4 / s)
+        add(k SUBSEP "p99", $7 / 1e3)
+        add(k SUBSEP "err", $8 + $9)
+        add(k SUBSEP "disp", $4 ? $10 / $4 * 1e6 : 0)
+    }
+    END {
+        n = split(systems, sys, " ")
+        printf "\nW3: keep-alive through HAProxy reusing its server connections, X-Forwarded-For varying per request (medians)\n"
+        printf "| %-46s | %7s | %6s | %-24s | %-22s | %6s |\n", "system", "req/s", "p99 ms", \
+            "CPU us/req: HAProxy+stickyd", "served by key owner", "errors"
+        printf "| %s | %s | %s | %s | %s | %s |\n", "---", "---:", "---:", "---:", "---", "---:"
+        for (i = 1; i <= n; i++) {
+            k = "w3" sys[i]
+            if (!cnt[k SUBSEP "rate"]) continue
+            owner = (k in stray) ? sprintf("%.1f%% (%d of 200 strayed)", (200 - stray[k]) / 2, stray[k]) : "n/a"
+            printf "| %-46s | %7.0f | %6.2f | %24.1f | %-22s | %6d |\n", label[sys[i]], \
+                median(k SUBSEP "rate"), median(k SUBSEP "p99"), median(k SUBSEP "disp"), owner, median(k SUBSEP "err")
+        }
+        r = median("w3rehash" SUBSEP "rate")
+        printf "W3  stickyd --rehash-per-request vs HAProxy balance hdr() %s, vs stickyd without the flag %s\n", \
+            ratio(r, median("w3hash" SUBSEP "rate")), ratio(r, median("w3plain" SUBSEP "rate"))
+    }' "$RESULTS"
+}
+
 # ---------------------------------------------------------------------------------------------
 # The report: medians over the runs, then the ratios.
 
 report() {
+    [ -n "$SYSTEMS" ] || return 0
     awk -F'\t' -v systems="$SYSTEMS" -v strays_file="$STRAYS" "$AWK_MEDIAN"'
     function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
     BEGIN {
@@ -725,6 +842,7 @@ main() {
     done
     uring_calls
     threads_sweep
+    w3_phase
 
     echo
     echo "stickyd end-to-end benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -739,6 +857,7 @@ main() {
     report
     echo "io_uring_enter (stickyd uring master): $URING_RESULT"
     sweep_report
+    w3_report
 }
 
 versions() {

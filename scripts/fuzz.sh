@@ -27,7 +27,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 export RUSTC_BOOTSTRAP=1
-targets=(keys proxy sni wire node_ipc)
+targets=(keys proxy sni wire node_ipc request_end)
 for target in "${targets[@]}"; do
     found="target/corpus/$target"
     mkdir -p "$found" "corpus/$target"

@@ -165,6 +165,41 @@ mod tests {
         assert_eq!(request_end(differ), Unknown);
     }
 
+    proptest::proptest! {
+        /// Requests of any shape written back to back: each is cut exactly where it ends,
+        /// and every prefix of one is incomplete or that same end.
+        #[test]
+        fn a_pipeline_is_cut_between_its_requests(
+            requests in proptest::collection::vec(
+                (0usize..3, "[a-z/]{1,12}", "[ -~]{0,20}", 0usize..40),
+                1..6,
+            ),
+        ) {
+            let mut all = Vec::new();
+            let mut ends = Vec::new();
+            for (blank, path, value, body) in &requests {
+                all.extend(std::iter::repeat_n(b"\r\n".as_slice(), *blank).flatten());
+                let head = format!(
+                    "POST /{path} HTTP/1.1\r\nX-Key: {value}\r\nContent-Length: {body}\r\n\r\n"
+                );
+                all.extend_from_slice(head.as_bytes());
+                all.extend(std::iter::repeat_n(b'\n', *body));
+                ends.push(all.len());
+            }
+            let mut from = 0;
+            for &end in &ends {
+                let rest = &all[from..];
+                let length = (end - from) as u64;
+                proptest::prop_assert_eq!(request_end(rest), At(length));
+                for cut in 0..rest.len() {
+                    let answer = request_end(&rest[..cut]);
+                    proptest::prop_assert!(answer == Incomplete || answer == At(length));
+                }
+                from = end;
+            }
+        }
+    }
+
     #[test]
     fn a_header_named_like_one_is_not_it() {
         let get = b"GET / HTTP/1.1\r\nX-Content-Length: 9\r\n\r\n";

@@ -25,6 +25,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_channel::Receiver;
 use log::{debug, error, info, warn};
 use stickyd_ring::{Completion, Outcome, Ring, sys};
 use stickyd_worker::wire::{self, ConnRecord};
@@ -33,12 +34,11 @@ use crate::config::{Backend, Config, Ipc};
 use crate::dispatch::{self, Core, Settings, Start};
 use crate::metrics::{self, Metrics};
 use crate::route;
+use crate::threads;
 use crate::verdict::Examiner;
 
-use crate::threads;
 use acceptors::Acceptors;
 use attach::AttachPoint;
-use crossbeam_channel::Receiver;
 use front::{Front, Listener};
 use token::Token;
 use workers::WorkerIo;

@@ -261,21 +261,52 @@ fn drain_finishes_the_response_in_progress() {
     assert_eq!(rest.len() - body_at, n, "the whole body, then the end");
     assert!(wait(&mut child).success());
 
-    // A connection handed off after DRAIN was queued still gets its answer, with close.
+    // A connection handed off with DRAIN queued behind it still gets its answer, with close.
+    // The worker is stopped while both are sent, so that it reads them together (awake, it
+    // could serve the connection before DRAIN arrives).
     let (mut child, master) = spawn(0);
     master.hello();
     master.welcome(0, 1, &["l0"]);
     let (client, accepted) = tcp_pair(&lst, b"GET / HTTP/1.1\r\n\r\n");
     let mut buf = Vec::new();
     wire::encode_conns(&[record(5, client.local_addr().unwrap(), 0, 0)], &mut buf);
+    stop(&child);
     master.send(&buf, &[accepted.as_fd()]).unwrap();
     master.drain();
     drop(accepted);
+    resume(&child);
     let mut reader = BufReader::new(client);
     let r = read_response(&mut reader, false);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(at_eof(&mut reader));
     assert!(wait(&mut child).success());
+}
+
+/// Stops `child` (SIGSTOP), and waits until it is stopped.
+fn stop(child: &Child) {
+    signal(child, libc::SIGSTOP);
+    let stat = format!("/proc/{}/stat", child.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The state follows the command name's closing parenthesis.
+    while !std::fs::read_to_string(&stat)
+        .unwrap()
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('T'))
+    {
+        assert!(Instant::now() < deadline, "the worker did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Resumes a stopped `child` (SIGCONT).
+fn resume(child: &Child) {
+    signal(child, libc::SIGCONT);
+}
+
+fn signal(child: &Child, signal: i32) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill takes a pid and a signal number; it touches no memory of ours.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
 #[test]

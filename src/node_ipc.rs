@@ -21,9 +21,17 @@
 //!   "address":..,"port":..},..]}` once the worker is online;
 //! - `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"NODE_STICKYD","act":"conn",
 //!   "listener":..,"index":..,"port":..,"seq":..,"address":..,"remotePort":..,"hash":..,
-//!   "proxyLen":..}}` with each connection's fd;
+//!   "proxyLen":..}}` with each connection's fd (and `"rehash":true` after `"port"` on the
+//!   listeners of `--rehash-per-request`);
 //! - `{"cmd":"NODE_STICKYD","act":"drain"}`: the worker finishes and exits (the channel stays
-//!   open meanwhile: closing it would end a cluster worker at once).
+//!   open meanwhile: closing it would end a cluster worker at once);
+//! - `NODE_HANDLE_ACK` for each handle a worker sends (`NODE_HANDLE_NACK` when its fd did not
+//!   arrive: Node sends it again).
+//!
+//! A worker gives a kept-alive connection of a `rehash` listener back at a request boundary
+//! with `{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"NODE_STICKYD","act":
+//! "handback","index":I}}` and its fd (`process.send(message, socket)`), I the listener's
+//! index.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -72,8 +80,14 @@ pub enum FromNode {
         /// drains the workers).
         wait: bool,
     },
-    /// A handle the worker sent (`process.send(msg, handle)`): not taken.
+    /// A handle the worker sent (`process.send(msg, handle)`) for a reason of its own: not
+    /// taken.
     Handle,
+    /// A connection handed back at a request boundary (`--rehash-per-request`), with its fd.
+    HandBack {
+        /// The listener it came from (`index` in its `conn` line).
+        listener: u16,
+    },
     /// One of the application's own messages (`process.send(value)`): stickyd does not use
     /// it.
     User,
@@ -106,7 +120,20 @@ pub fn decode(line: &[u8]) -> Result<FromNode, DecodeError> {
     match cmd {
         Some("NODE_HANDLE_ACK") => Ok(FromNode::HandleAck),
         Some("NODE_HANDLE_NACK") => Ok(FromNode::HandleNack),
-        Some("NODE_HANDLE") => Ok(FromNode::Handle),
+        Some("NODE_HANDLE") => {
+            let msg = value.get("msg");
+            let field = |name| msg.and_then(|m| m.get(name)).and_then(Value::as_str);
+            if field("cmd") != Some("NODE_STICKYD") || field("act") != Some("handback") {
+                return Ok(FromNode::Handle);
+            }
+            let index = msg.and_then(|m| m.get("index")).and_then(Value::as_u64);
+            match index.and_then(|i| u16::try_from(i).ok()) {
+                Some(listener) => Ok(FromNode::HandBack { listener }),
+                None => Err(DecodeError::UnknownCmd(
+                    "NODE_STICKYD handback without a listener index".to_owned(),
+                )),
+            }
+        }
         Some("NODE_STICKYD") => match value.get("act").and_then(Value::as_str) {
             Some("ready") => Ok(FromNode::Ready),
             other => Err(DecodeError::UnknownCmd(format!(
@@ -181,6 +208,9 @@ pub struct ListenerInfo {
     pub name: String,
     /// The address it is bound to, with the real port.
     pub addr: SocketAddr,
+    /// Its kept-alive connections come back at each request boundary
+    /// (`--rehash-per-request`).
+    pub rehash: bool,
 }
 
 /// The encoder of one master's lines: the part of each connection's line that depends only on
@@ -200,9 +230,10 @@ impl Encoder {
             .enumerate()
             .map(|(i, l)| {
                 format!(
-                    r#"{{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{{"cmd":"NODE_STICKYD","act":"conn","listener":{},"index":{i},"port":{},"#,
+                    r#"{{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{{"cmd":"NODE_STICKYD","act":"conn","listener":{},"index":{i},"port":{},{}"#,
                     json_string(&l.name),
-                    l.addr.port()
+                    l.addr.port(),
+                    if l.rehash { r#""rehash":true,"# } else { "" }
                 )
             })
             .collect();
@@ -260,6 +291,18 @@ fn write_fields(rec: &ConnRecord, out: &mut Vec<u8>) {
     );
 }
 
+/// The answer to a handle the worker sent: `NODE_HANDLE_ACK` when its fd arrived (Node then
+/// closes its copy), `NODE_HANDLE_NACK` when it did not (Node sends it again).
+pub fn handle_answer(arrived: bool) -> Vec<u8> {
+    let mut line = if arrived {
+        HANDLE_ACK.to_vec()
+    } else {
+        br#"{"cmd":"NODE_HANDLE_NACK"}"#.to_vec()
+    };
+    line.push(b'\n');
+    line
+}
+
 /// `{"cmd":"NODE_STICKYD","act":"drain"}`: finish and exit.
 pub fn drain(out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"cmd\":\"NODE_STICKYD\",\"act\":\"drain\"}\n");
@@ -313,10 +356,12 @@ mod tests {
             ListenerInfo {
                 name: "l0".into(),
                 addr: "127.0.0.1:3000".parse().unwrap(),
+                rehash: false,
             },
             ListenerInfo {
                 name: "api".into(),
                 addr: "[::1]:3001".parse().unwrap(),
+                rehash: true,
             },
         ]);
         let mut out = Vec::new();
@@ -337,6 +382,11 @@ mod tests {
         assert_eq!(msg["remotePort"], 5678);
         assert_eq!(msg["hash"], "00000000deadbeef");
         assert_eq!(msg["proxyLen"], 0);
+        assert_eq!(msg["rehash"], true);
+        let mut out = Vec::new();
+        enc.conn(&rec(0), &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["msg"].get("rehash"), None);
 
         let mut out = Vec::new();
         enc.welcome(2, 4, &mut out);
@@ -346,6 +396,22 @@ mod tests {
         assert_eq!(v["workers"], 4);
         assert_eq!(v["listeners"][1]["address"], "::1");
         assert_eq!(v["listeners"][0]["port"], 3000);
+    }
+
+    #[test]
+    fn handles_a_worker_sends_and_their_answers() {
+        let back = br#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"cmd":"NODE_STICKYD","act":"handback","index":1},"key":"x"}"#;
+        assert_eq!(decode(back), Ok(FromNode::HandBack { listener: 1 }));
+        let own = br#"{"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"app":"mine"}}"#;
+        assert_eq!(decode(own), Ok(FromNode::Handle));
+        for index in ["", r#","index":-1"#, r#","index":65536"#, r#","index":"1""#] {
+            let line = format!(
+                r#"{{"cmd":"NODE_HANDLE","msg":{{"cmd":"NODE_STICKYD","act":"handback"{index}}}}}"#
+            );
+            assert!(decode(line.as_bytes()).is_err(), "{line}");
+        }
+        assert_eq!(handle_answer(true), b"{\"cmd\":\"NODE_HANDLE_ACK\"}\n");
+        assert_eq!(handle_answer(false), b"{\"cmd\":\"NODE_HANDLE_NACK\"}\n");
     }
 
     #[test]

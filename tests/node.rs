@@ -945,3 +945,139 @@ fn the_npm_packages_own_tests_pass() {
     );
     assert!(text.contains("# fail 0"), "{text}");
 }
+
+#[test]
+fn with_rehash_per_request_node_workers_hand_kept_alive_connections_back() {
+    if !node_ready("rehash") {
+        return;
+    }
+    let s = start_node(
+        &["l0"],
+        &[
+            "--workers",
+            "4",
+            "--key",
+            "header:x-forwarded-for",
+            "--rehash-per-request",
+            "--metrics",
+            "127.0.0.1:0",
+            "--",
+            "node",
+            &example("proxy-header.js"),
+        ],
+        &[],
+        4,
+        false,
+    );
+    let clients: Vec<IpAddr> = (1..=24u8)
+        .map(|n| IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)))
+        .collect();
+    let want = |ip| cluster_id(Key::Addr(ip), 4);
+    assert!(clients.iter().any(|&ip| want(ip) != want(clients[0])));
+    let mut c = connect(s.addr(), None);
+    // One request at a time on one connection, as a proxy reusing it sends them: each by its
+    // own key's worker, the connection handed back after every response.
+    for round in 0..2 {
+        for &ip in &clients {
+            let xff = format!("X-Forwarded-For: {ip}");
+            c.write_all(request("/", &[&xff]).as_bytes()).unwrap();
+            let r = read_response(&mut c);
+            assert_eq!(r.status, 200);
+            assert_eq!(worker_of(&r.body), want(ip), "round {round}, {ip}");
+        }
+    }
+    let metrics = s.metrics_addr();
+    let totals = || {
+        let (_, body) = scrape(metrics, "/metrics");
+        (
+            metric_sum(&body, "stickyd_connections_accepted_total"),
+            metric_sum(&body, "stickyd_handbacks_total"),
+        )
+    };
+    let wanted = (1.0, 48.0);
+    assert!(eventually(TIMEOUT, || totals() == wanted), "{:?}", totals());
+    // Pipelined requests cannot be left in the socket by Node (its parser reads them with the
+    // first): they are answered where they were read, in order, none lost.
+    let all: String = clients[..6]
+        .iter()
+        .map(|ip| request("/", &[&format!("X-Forwarded-For: {ip}")]))
+        .collect();
+    c.write_all(all.as_bytes()).unwrap();
+    for _ in 0..6 {
+        assert_eq!(read_response(&mut c).status, 200);
+    }
+    // And the connection goes on being routed per request after them.
+    for &ip in &clients[..4] {
+        c.write_all(request("/", &[&format!("X-Forwarded-For: {ip}")]).as_bytes())
+            .unwrap();
+        assert_eq!(worker_of(&read_response(&mut c).body), want(ip), "{ip}");
+    }
+}
+
+#[test]
+fn with_rehash_per_request_behind_haproxy_reusing_its_connections_node_requests_reach_their_keys_worker()
+ {
+    if !node_ready("rehash_haproxy") {
+        return;
+    }
+    let Some(bin) = util::haproxy::required("rehash_haproxy") else {
+        return;
+    };
+    let s = start_node(
+        &["l0"],
+        &[
+            "--workers",
+            "4",
+            "--key",
+            "header:x-forwarded-for",
+            "--rehash-per-request",
+            "--",
+            "node",
+            &example("proxy-header.js"),
+        ],
+        &[],
+        4,
+        false,
+    );
+    // The HAProxy configuration the docs show: `http-reuse always`, 2 connections to stickyd.
+    let config = Path::new(ROOT).join("examples/haproxy/reuse.cfg");
+    let frontend = TcpListener::bind("127.0.0.1:0").expect("bind the frontend");
+    let front = frontend.local_addr().unwrap();
+    let backend = [("STICKYD_BACKEND", s.addr().to_string())];
+    let _proxy = util::haproxy::Haproxy::start(&bin, &config, frontend, &backend);
+    // 40 clients, 3 rounds, 4 at a time, each request a new connection to HAProxy.
+    let clients: Vec<IpAddr> = (1..=40u8)
+        .map(|n| IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)))
+        .collect();
+    let strays: Vec<(IpAddr, u32)> = std::thread::scope(|scope| {
+        let threads: Vec<_> = clients
+            .chunks(10)
+            .map(|share| {
+                scope.spawn(move || {
+                    let mut strays = Vec::new();
+                    for _ in 0..3 {
+                        for &ip in share {
+                            let xff = format!("X-Forwarded-For: {ip}");
+                            let r = get(front, None, "/", &[&xff, "Connection: close"]);
+                            assert_eq!(r.status, 200, "{ip}");
+                            let w = worker_of(&r.body);
+                            if w != cluster_id(Key::Addr(ip), 4) {
+                                strays.push((ip, w));
+                            }
+                        }
+                    }
+                    strays
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("a client thread"))
+            .collect()
+    });
+    assert!(
+        strays.is_empty(),
+        "{} of 120 elsewhere: {strays:?}",
+        strays.len()
+    );
+}

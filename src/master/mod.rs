@@ -291,9 +291,11 @@ impl Master {
                 front
                     .listeners
                     .iter()
-                    .map(|l| crate::node_ipc::ListenerInfo {
+                    .zip(0..)
+                    .map(|(l, i)| crate::node_ipc::ListenerInfo {
                         name: l.name.clone(),
                         addr: l.addr,
+                        rehash: rehash.contains(&i),
                     })
                     .collect(),
             )

@@ -5,7 +5,7 @@
 use log::{debug, info, warn};
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use stickyd_ring::{InMsg, sys};
 
 use super::Master;
@@ -13,6 +13,11 @@ use crate::node_ipc::{FromNode, Lines};
 
 /// The receive buffer of a Node channel (a stream: lines may span reads).
 pub(super) const RECV_BUF: usize = 64 * 1024;
+
+/// Handles a Node worker may have sent ahead of their `NODE_HANDLE` lines. Node sends one and
+/// waits for its answer before the next, so more is a worker that does not speak Node's
+/// protocol.
+const MAX_HANDLES_AHEAD: usize = 8;
 
 /// What the master keeps of a Node worker's channel besides the core's view.
 #[derive(Debug, Default)]
@@ -26,6 +31,11 @@ pub(super) struct NodeChannel {
     told_user: bool,
     /// It wrote what no Node worker would: nothing more of it is read.
     broken: bool,
+    /// The handles received and not yet matched with their `NODE_HANDLE` line, oldest first
+    /// (`None`: one the kernel dropped on its way in). An fd comes with the first byte of its
+    /// `sendmsg`, so no later than its line; each line takes the oldest, as Node's own
+    /// receiving side does.
+    handles: VecDeque<Option<OwnedFd>>,
 }
 
 impl NodeChannel {
@@ -58,14 +68,24 @@ impl Master {
     pub(super) fn on_node_recv(&mut self, w: u32, msg: &mut InMsg) {
         let io = &mut self.io[w as usize];
         let pid = io.pid.unwrap_or(0);
-        // A handle the worker sent beside its `NODE_HANDLE` line (logged with the line, below)
-        // is closed here: stickyd takes none.
-        drop(msg.take_fds());
+        let truncated = msg.ctrl_truncated();
+        let fds = msg.take_fds();
         let Some(node) = io.node.as_mut().filter(|n| !n.broken) else {
             return;
         };
+        node.handles.extend(fds.into_iter().map(Some));
+        if truncated {
+            node.handles.push_back(None);
+        }
+        if node.handles.len() > MAX_HANDLES_AHEAD {
+            node.broken = true;
+            let what = format!("sent {} handles without their lines", node.handles.len());
+            node.handles.clear();
+            return self.core.violation(w, &what);
+        }
         node.lines.push(msg.data());
         let mut close_asked = None;
+        let mut handed_back = Vec::new();
         while let Some(message) = node.lines.next_message() {
             match message {
                 Ok(FromNode::Ready) => self.core.hello(w, w, pid),
@@ -91,10 +111,22 @@ impl Master {
                     debug!("worker {w}: cluster message '{act}' (nothing to do)");
                 }
                 Ok(FromNode::Handle) => {
+                    let arrived = node.handles.pop_front().flatten().is_some();
+                    node.control
+                        .push_back(crate::node_ipc::handle_answer(arrived));
                     warn!(
                         "worker {w} sent stickyd a handle (process.send(message, handle)): \
                          closed, not taken"
                     );
+                }
+                Ok(FromNode::HandBack { listener }) => {
+                    let fd = node.handles.pop_front().flatten();
+                    node.control
+                        .push_back(crate::node_ipc::handle_answer(fd.is_some()));
+                    // Without its fd, Node sends it again (NACK).
+                    if let Some(fd) = fd {
+                        handed_back.push((listener, fd));
+                    }
                 }
                 Ok(FromNode::User) => {
                     if !node.told_user {
@@ -112,6 +144,11 @@ impl Master {
                     self.core.violation(w, &e.to_string());
                     break;
                 }
+            }
+        }
+        for (listener, fd) in handed_back {
+            if !self.take_back(w, listener, fd) {
+                break;
             }
         }
         if let Some(wait) = close_asked {

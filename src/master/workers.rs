@@ -500,12 +500,23 @@ impl Master {
             return self.core.violation(w, &what);
         }
         for (listener, fd) in listeners.iter().zip(fds) {
-            if !self.rehash.contains(&listener) {
-                let what = format!("handed back a connection of listener {listener}");
-                return self.core.violation(w, &what);
+            if !self.take_back(w, listener, fd) {
+                return;
             }
-            self.front.readmit(&mut self.ring, listener, fd);
         }
+    }
+
+    /// Takes in connection `fd` of listener `listener` that worker `w` handed back, to route
+    /// again; returns false (and ends the worker) if that listener's connections do not come
+    /// back.
+    pub(super) fn take_back(&mut self, w: u32, listener: u16, fd: OwnedFd) -> bool {
+        if !self.rehash.contains(&listener) {
+            let what = format!("handed back a connection of listener {listener}");
+            self.core.violation(w, &what);
+            return false;
+        }
+        self.front.readmit(&mut self.ring, listener, fd);
+        true
     }
 
     pub(super) fn on_exit(&mut self, w: u32, result: io::Result<u32>) {

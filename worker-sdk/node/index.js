@@ -16,10 +16,17 @@
 //   child code has already answered NODE_HANDLE_ACK, so the connection is this process's);
 // - {cmd: 'NODE_STICKYD', act: 'drain'}: finish and exit, as sticky-session's 'sticky:close'.
 //
+// On a listener of `--rehash-per-request` the `conn` message says `rehash: true`: at each
+// request boundary of a kept-alive connection (the request read, its response written, nothing
+// of a next request read) the package stops reading and gives the socket back,
+// {cmd: 'NODE_STICKYD', act: 'handback', index} with the socket (`process.send`), for stickyd
+// to route by the next request's key. See watchBoundaries below.
+//
 // Without stickyd (STICKYD_IPC is not 'node') `listen` prints how to start the app with
 // stickyd and exits with status 2, unless STICKYD_STANDALONE=1 asks it to serve plainly in this
 // one process (`server.listen(port, hostname)`).
 
+const diagnostics = require('diagnostics_channel');
 const net = require('net');
 const os = require('os');
 const path = require('path');
@@ -177,6 +184,8 @@ function deliver(server, socket) {
   // is kept here instead (sticky-session never decrements it: its count only grows).
   socket.once('close', () => { server._connections--; });
   server.emit('connection', socket);
+  const info = infos.get(socket);
+  if (info && info.rehash && !draining) watchBoundaries(socket, info);
   if (server.pauseOnConnect) {
     socket.pause();
   } else {
@@ -226,6 +235,7 @@ function onConn(msg, socket) {
     remotePort: msg.remotePort,
     hash: msg.hash,
     proxyLen: msg.proxyLen || 0,
+    rehash: msg.rehash === true,
   };
   infos.set(socket, info);
   const go = () => route(socket, info);
@@ -294,6 +304,104 @@ function releaseHeld(port) {
     entry.socket.removeListener('close', entry.forget);
     deliver(server, entry.socket);
   }
+}
+
+// ---- Hand-back at request boundaries (`--rehash-per-request`) ---------------------------------
+//
+// Node has no MSG_PEEK: its http server reads whatever the socket holds, and its native parser
+// runs through a whole chunk (pipelined requests included) before any JavaScript runs. So the
+// package counts, from inside the parser, the messages begun and completed on the connection,
+// and the responses finished; at a boundary (as many of each, the response written, the
+// connection kept alive) it stops reading at once, in the same turn of the event loop as the
+// response's last write: the client (a proxy) sends the next request only once it has that
+// response, and it cannot have been read yet. Where a next request has begun (pipelined, or
+// answered before its body arrived) the connection is served here, and the next boundary is
+// tried. Upgrades, `Connection: close`, HTTP/1.0 and servers that are not Node's http
+// (https, plain net) never go back.
+//
+// It rests on Node internals (the parser's callback slots, the handle's readStop): where they
+// are not as expected, nothing is handed back.
+
+const noop = () => {};
+let httpParser = null;
+try {
+  httpParser = require('_http_common').HTTPParser;
+} catch (e) {
+  httpParser = null;
+}
+const kOnMessageBegin = httpParser ? httpParser.kOnMessageBegin | 0 : -1;
+const kOnMessageComplete = httpParser ? httpParser.kOnMessageComplete | 0 : -1;
+/** socket -> its boundary count, for connections of rehash listeners. */
+const watched = new WeakMap();
+
+/** Counts the messages begun and completed on `socket` (stickyd sent it with `rehash`). */
+function watchBoundaries(socket, info) {
+  const parser = socket.parser;
+  if (!parser || kOnMessageBegin < 0 || !socket._handle ||
+      typeof socket._handle.readStop !== 'function') {
+    return;
+  }
+  const begin = parser[kOnMessageBegin];
+  const complete = parser[kOnMessageComplete];
+  if (typeof complete !== 'function') return;
+  const st = { info, begun: 0, completed: 0, finished: 0, req: null, done: false };
+  parser[kOnMessageBegin] = function onMessageBegin(...args) {
+    st.begun++;
+    if (typeof begin === 'function') return begin.apply(this, args);
+    return undefined;
+  };
+  parser[kOnMessageComplete] = function onMessageComplete(...args) {
+    st.completed++;
+    const r = complete.apply(this, args);
+    // Answered before the request ended: the boundary may be now (checked after the parser
+    // has run through the rest of this chunk).
+    process.nextTick(maybeHandBack, socket, st);
+    return r;
+  };
+  watched.set(socket, st);
+}
+
+// Every request of every http server (Node 18.7+), also those that never emit 'request'.
+diagnostics.subscribe('http.server.request.start', ({ request, response, socket }) => {
+  const st = watched.get(socket);
+  if (!st) return;
+  st.req = request;
+  // Looked at in a tick: after http's own 'finish' handler has detached the response, and
+  // still before the event loop reads again.
+  response.once('finish', () => {
+    st.finished++;
+    process.nextTick(maybeHandBack, socket, st);
+  });
+});
+
+function atBoundary(socket, st) {
+  return !st.done && !draining && socket._handle && !socket.destroyed &&
+    !socket.writableEnded && st.req && st.req.complete && !socket._httpMessage &&
+    st.begun === st.completed && st.completed === st.finished;
+}
+
+/** Gives `socket` back to stickyd if it is at a request boundary. */
+function maybeHandBack(socket, st) {
+  if (!atBoundary(socket, st)) return;
+  st.done = true;
+  const handle = socket._handle;
+  // Stop reading, and keep Node from starting again (a pause()/resume() cycle of http's own
+  // backpressure would call readStart()).
+  handle.readStop();
+  handle.reading = false;
+  socket._read = noop;
+  // Detach it from the http server.
+  for (const event of ['data', 'end', 'drain', 'timeout', 'error', 'resume', 'pause']) {
+    socket.removeAllListeners(event);
+  }
+  socket.on('error', noop);
+  socket.setTimeout(0);
+  // Else child_process would treat it as a cluster server's connection.
+  socket.server = null;
+  const message = { cmd: 'NODE_STICKYD', act: 'handback', index: st.info.index };
+  // Node closes this process's copy once stickyd acknowledges the handle; the 'close' of
+  // destroy() keeps the server's count.
+  process.send(message, socket, () => socket.destroy());
 }
 
 function onDrain() {

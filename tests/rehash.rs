@@ -489,3 +489,70 @@ fn a_worker_that_dies_before_taking_a_handed_back_connection_loses_nothing() {
     );
     assert_eq!(metric_sum(&body, "stickyd_dropped_total"), 0.0);
 }
+
+/// Sends `ip`'s request on `c`, reconnecting (and sending it again) if the connection was
+/// lost (its worker was killed holding it); returns who answered.
+fn ask_again_if_lost(addr: SocketAddr, c: &mut std::net::TcpStream, ip: IpAddr) -> u32 {
+    let xff = format!("X-Forwarded-For: {ip}");
+    let req = request("/", &[&xff]);
+    for _ in 0..10 {
+        let sent = c.write_all(req.as_bytes());
+        match sent.and_then(|()| try_read_response(c)) {
+            Ok(r) => {
+                assert_eq!(r.status, 200, "{ip}");
+                return r.worker();
+            }
+            Err(_) => *c = connect(addr, None),
+        }
+    }
+    panic!("{ip}: no answer in 10 tries");
+}
+
+#[test]
+fn a_worker_killed_while_connections_come_back_keeps_every_key_on_its_slot() {
+    // With the respawn hold (2 s by default), a dead worker's keys wait for its replacement:
+    // requests handed back meanwhile, whatever their key, are answered by their key's slot.
+    for round in 0..3 {
+        let s = start(&["--rehash-per-request"]);
+        let victim = owner_of(clients(24)[0]);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let addr = s.addr();
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let stop = &stop;
+                    scope.spawn(move || {
+                        let mut c = connect(addr, None);
+                        let mut served = 0;
+                        let ips = clients(24);
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            for &ip in ips.iter().skip(t * 6).chain(ips.iter().take(t * 6)) {
+                                let w = ask_again_if_lost(addr, &mut c, ip);
+                                assert_eq!(w, owner_of(ip), "round {round}, {ip}");
+                                served += 1;
+                            }
+                        }
+                        served
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            signal(s.worker_pid(victim), libc::SIGKILL);
+            let deadline = Instant::now() + TIMEOUT;
+            while s.ready_count(victim) < 2 {
+                assert!(Instant::now() < deadline, "worker {victim} not replaced");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for t in threads {
+                assert!(t.join().expect("a client thread") > 0);
+            }
+        });
+        let (_, body) = scrape(s.metrics_addr(), "/metrics");
+        assert!(
+            metric_sum(&body, "stickyd_handbacks_total") > 100.0,
+            "{body}"
+        );
+    }
+}

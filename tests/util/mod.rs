@@ -525,19 +525,30 @@ pub fn request(path: &str, headers: &[&str]) -> String {
 
 /// Reads one response (headers and a Content-Length body) from a stream.
 pub fn read_response(stream: &mut TcpStream) -> Response {
+    try_read_response(stream).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`read_response`], with an error if the connection ends or fails first.
+pub fn try_read_response(stream: &mut TcpStream) -> std::io::Result<Response> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
         match stream.read(&mut byte) {
-            Ok(0) => panic!(
-                "connection closed mid-response: {:?}",
-                String::from_utf8_lossy(&buf)
-            ),
+            Ok(0) => {
+                let what = format!(
+                    "connection closed mid-response: {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, what));
+            }
             Ok(_) => buf.push(byte[0]),
-            Err(e) => panic!(
-                "reading the response: {e}; got {:?}",
-                String::from_utf8_lossy(&buf)
-            ),
+            Err(e) => {
+                let what = format!(
+                    "reading the response: {e}; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                );
+                return Err(std::io::Error::new(e.kind(), what));
+            }
         }
     }
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -557,12 +568,12 @@ pub fn read_response(stream: &mut TcpStream) -> Response {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).expect("response body");
-    Response {
+    stream.read_exact(&mut body)?;
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 /// One request on a new connection from `source`.

@@ -28,8 +28,9 @@ fn xff(k: u8) -> String {
     format!("X-Forwarded-For: 192.0.2.{k}")
 }
 
-/// One request for key `k` on a new connection: the worker that answered, or what went wrong.
-fn ask(addr: SocketAddr, k: u8) -> Result<u32, String> {
+/// One request for key `k` on a new connection: the worker that answered (and `false`: see
+/// [`ask_kept`]), or what went wrong.
+fn ask(addr: SocketAddr, k: u8) -> Result<(u32, bool), String> {
     let mut c = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect: {e}"))?;
     c.set_read_timeout(Some(TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -44,11 +45,45 @@ fn ask(addr: SocketAddr, k: u8) -> Result<u32, String> {
     text.lines()
         .find_map(|l| l.strip_prefix("X-Worker: "))
         .and_then(|w| w.trim().parse().ok())
+        .map(|w| (w, false))
         .ok_or_else(|| format!("no X-Worker in {text:?}"))
 }
 
+/// One request for key `k` on the kept-alive connection `c` (opened if there is none): the
+/// worker that answered, and whether it was draining (it answered `Connection: close`). A
+/// connection closed without an answer (a draining worker closes its idle connections; a
+/// proxy retries then) is replaced and the request sent once more.
+fn ask_kept(addr: SocketAddr, c: &mut Option<TcpStream>, k: u8) -> Result<(u32, bool), String> {
+    let req = request("/", &[&xff(k)]);
+    let mut last = String::new();
+    for _ in 0..2 {
+        let stream = match c {
+            Some(stream) => stream,
+            None => c.insert(connect(addr, None)),
+        };
+        let answer = stream
+            .write_all(req.as_bytes())
+            .and_then(|()| try_read_response(stream));
+        match answer {
+            Ok(r) if r.status == 200 => {
+                let draining = r.header("connection") == Some("close");
+                if draining {
+                    *c = None;
+                }
+                return Ok((r.worker(), draining));
+            }
+            Ok(r) => return Err(format!("status {}", r.status)),
+            Err(e) => {
+                last = e.to_string();
+                *c = None;
+            }
+        }
+    }
+    Err(format!("no answer on a new connection either: {last}"))
+}
+
 /// What the clients saw: (phase, key, answer).
-type Seen = Vec<(usize, u8, Result<u32, String>)>;
+type Seen = Vec<(usize, u8, Result<(u32, bool), String>)>;
 
 /// Clients asking for every key in turn, each request on a new connection, until stopped.
 struct Load {
@@ -59,7 +94,9 @@ struct Load {
 }
 
 impl Load {
-    fn start(addr: SocketAddr, clients: u8) -> Load {
+    /// `clients` clients, each request on a new connection, or with `keep_alive` all of a
+    /// client's requests on one connection (while it lasts).
+    fn start(addr: SocketAddr, clients: u8, keep_alive: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let phase = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -68,9 +105,14 @@ impl Load {
                 let (stop, phase, seen) = (stop.clone(), phase.clone(), seen.clone());
                 std::thread::spawn(move || {
                     let mut k = c % KEYS;
+                    let mut kept = None;
                     while !stop.load(Ordering::SeqCst) {
                         let p = phase.load(Ordering::SeqCst);
-                        let answer = ask(addr, k);
+                        let answer = if keep_alive {
+                            ask_kept(addr, &mut kept, k)
+                        } else {
+                            ask(addr, k)
+                        };
                         seen.lock().unwrap().push((p, k, answer));
                         k = (k + 1) % KEYS;
                     }
@@ -117,36 +159,44 @@ impl Load {
 
 #[test]
 fn upgrades_under_load_lose_no_request_and_keep_every_key_on_its_worker() {
-    upgrades_under_load("1", "upgrade-load");
+    upgrades_under_load(&["--threads", "1"], "upgrade-load");
 }
 
 #[test]
 fn with_dispatcher_threads_upgrades_under_load_lose_no_request_and_move_no_key() {
-    upgrades_under_load("3", "upgrade-load-threads");
+    upgrades_under_load(&["--threads", "3"], "upgrade-load-threads");
 }
 
-/// Two upgrades in a row under load with `--threads threads`: no request fails, every key stays
-/// with one worker id throughout.
-fn upgrades_under_load(threads: &str, notify_path: &str) {
+#[test]
+fn with_rehash_per_request_upgrades_under_kept_alive_load_lose_no_request_and_move_no_key() {
+    // Every request on a kept-alive connection goes back to the master: at each upgrade the
+    // draining workers hand back until they read DRAIN (and say DRAINED), and what they
+    // handed back before goes to its key's worker among them (all of them keep their channels
+    // open until the last has said DRAINED), not closed.
+    upgrades_under_load(&["--rehash-per-request"], "upgrade-load-rehash");
+}
+
+/// Two upgrades in a row under load with `extra` flags: no request fails, every key stays
+/// with one worker id throughout. With `--rehash-per-request` the clients keep their
+/// connections alive.
+fn upgrades_under_load(extra: &[&str], notify_path: &str) {
+    let keep_alive = extra.contains(&"--rehash-per-request");
     become_subreaper();
     let mut successors = Successors::default();
     let notify = NotifySocket::at_path(notify_path);
-    let mut s = Stickyd::start_with_env(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workers",
-            "4",
-            "--threads",
-            threads,
-            "--key",
-            "header:x-forwarded-for",
-        ],
-        &[("NOTIFY_SOCKET", notify.name.as_str())],
-    );
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "4",
+        "--key",
+        "header:x-forwarded-for",
+    ];
+    args.extend_from_slice(extra);
+    let mut s = Stickyd::start_with_env(&args, &[("NOTIFY_SOCKET", notify.name.as_str())]);
     assert_eq!(notify.next(), "READY=1");
     s.wait_ready(4);
-    let load = Load::start(s.addr(), 2);
+    let load = Load::start(s.addr(), 2, keep_alive);
     load.wait_requests(0, 2 * KEYS as usize);
 
     // First upgrade: the master started by the test hands over to its successor.
@@ -211,16 +261,29 @@ fn upgrades_under_load(threads: &str, notify_path: &str) {
             phase.div_ceil(2)
         );
     }
-    // Every key was answered by one worker id throughout: before, during and after.
+    // Every key was answered by one worker id throughout: before, during and after. (A
+    // request on a kept-alive connection whose worker reads DRAIN just as it arrives is served
+    // by that worker, draining, with `Connection: close`: it cannot be handed back any more.)
     let mut workers: BTreeMap<u8, BTreeSet<u32>> = BTreeMap::new();
     for (_, k, answer) in &seen {
-        if let Ok(w) = answer {
+        if let Ok((w, false)) = answer {
             workers.entry(*k).or_default().insert(*w);
         }
     }
     assert_eq!(workers.len(), KEYS as usize);
     for (k, ids) in &workers {
-        assert_eq!(ids.len(), 1, "key {k} was answered by workers {ids:?}");
+        // (phase, worker, draining) -> how many answers, for the message.
+        let mut answers: BTreeMap<(usize, u32, bool), usize> = BTreeMap::new();
+        for (p, _, answer) in seen.iter().filter(|s| s.1 == *k) {
+            if let Ok((w, draining)) = answer {
+                *answers.entry((*p, *w, *draining)).or_default() += 1;
+            }
+        }
+        assert_eq!(
+            ids.len(),
+            1,
+            "key {k} was answered by workers {ids:?}: {answers:?}"
+        );
     }
     assert!(
         !s.log()
@@ -228,6 +291,13 @@ fn upgrades_under_load(threads: &str, notify_path: &str) {
             .any(|l| l.contains("differs from this master's")),
         "fingerprints differ between masters of one binary"
     );
+    // No master closed a connection it could not give to any worker.
+    let closed: Vec<String> = s
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("cannot go to any worker"))
+        .collect();
+    assert!(closed.is_empty(), "{closed:#?}");
 
     // The last successor stops as any master does, and takes its workers with it.
     let second_workers = children_of(second);
@@ -252,7 +322,7 @@ fn install_script(path: &Path, text: &str) {
 /// The worker each key goes to, asked one by one.
 fn mapping(addr: SocketAddr) -> Vec<u32> {
     (0..KEYS)
-        .map(|k| ask(addr, k).unwrap_or_else(|e| panic!("key {k}: {e}")))
+        .map(|k| ask(addr, k).unwrap_or_else(|e| panic!("key {k}: {e}")).0)
         .collect()
 }
 
@@ -327,7 +397,7 @@ fn a_failed_upgrade_leaves_the_old_master_serving() {
     s.wait_log("upgrade: the successor's mapping fingerprint", TIMEOUT);
     assert_eq!(s.wait_exit(TIMEOUT).code(), Some(0));
     for k in 0..KEYS {
-        let w = ask(s.addr(), k).unwrap_or_else(|e| panic!("key {k}: {e}"));
+        let (w, _) = ask(s.addr(), k).unwrap_or_else(|e| panic!("key {k}: {e}"));
         assert!(w < 3, "worker {w} of 3");
     }
     signal(third, libc::SIGTERM);

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             wire::encode_ack(&seqs, &mut out);
         }
         Message::Drain => wire::encode_drain(&mut out),
+        Message::Drained => wire::encode_drained(&mut out),
         Message::Channels(count) => wire::encode_channels(usize::from(*count), &mut out),
         Message::Rehash(listeners) => {
             let listeners: Vec<u16> = listeners.iter().collect();

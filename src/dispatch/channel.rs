@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use log::{debug, error, warn};
 
-use super::slot::{Drain, Phase, Sending};
+use super::slot::{Drain, Phase, Sending, Slot};
 use super::{Action, BATCH_POOL, Core, Handoff, KILL_AFTER, SEND_BACKOFF, Signal};
 use stickyd_worker::wire;
 
@@ -84,6 +84,12 @@ impl<C> Core<C> {
         now: Instant,
     ) -> Option<Outgoing<'_, C>> {
         let max = self.settings.max_batch.clamp(1, wire::MAX_CONNS);
+        // A drained worker's sending side stays open while any worker may still hand back.
+        let settled = self
+            .slots
+            .get(w as usize)
+            .is_some_and(|s| s.drain == Drain::Settled);
+        let settling = settled && self.slots.iter().any(Slot::may_hand_back);
         let slot = self.slots.get_mut(w as usize)?;
         if !slot.channel
             || slot.sending.is_some()
@@ -114,6 +120,12 @@ impl<C> Core<C> {
             slot.drain = Drain::Sent;
             slot.sending = Some(Sending::Drain);
             drained = true;
+        } else if slot.drain == Drain::Settled && routing_done && !settling {
+            // Nothing can come back any more (every worker said DRAINED), and what came back
+            // has gone to its key's worker: its sending side is shut.
+            slot.drain = Drain::Sent;
+            self.actions.push_back(Action::ShutWrite(w));
+            return None;
         } else {
             return None;
         }
@@ -145,10 +157,19 @@ impl<C> Core<C> {
         };
         match (sending, failure) {
             (Some(Sending::Conns(batch)), None) => slot.unacked.push_back(batch),
+            (Some(Sending::Drain), None) if slot.rehashed => {
+                debug!("worker {w}: drain sent; its DRAINED awaited");
+                slot.drain = if slot.said_drained {
+                    Drain::Settled
+                } else {
+                    Drain::Settling
+                };
+            }
             (Some(Sending::Drain), None) => {
                 debug!("worker {w}: drain sent");
                 self.actions.push_back(Action::ShutWrite(w));
             }
+            (Some(Sending::Rehash), None) => slot.rehashed = true,
             (Some(Sending::Refused), _) => {
                 // The worker reads REFUSED, then end of file, and exits; the channel's end
                 // retires the slot.
@@ -157,11 +178,7 @@ impl<C> Core<C> {
                 self.actions.push_back(Action::ShutWrite(w));
                 self.gone(w, "refused", now);
             }
-            (
-                Some(Sending::Welcome | Sending::Channels | Sending::Rehash | Sending::Acked)
-                | None,
-                None,
-            ) => {}
+            (Some(Sending::Welcome | Sending::Channels | Sending::Acked) | None, None) => {}
             (sending, Some(failure)) => {
                 // Nothing of a failed send reached the worker: put it back.
                 match sending {
@@ -212,6 +229,25 @@ impl<C> Core<C> {
             }
         }
         self.retire_if_done(w, now);
+    }
+
+    /// Slot `w`'s worker read `DRAIN` and hands nothing back any more (`DRAINED`): its
+    /// channel's sending side is shut once no worker may hand back any more and what came back
+    /// has been routed (see [`next_send`](Self::next_send)). Before `DRAIN`, a protocol
+    /// violation.
+    pub fn drained(&mut self, w: u32) {
+        let Some(slot) = self.slots.get_mut(w as usize) else {
+            return;
+        };
+        match slot.drain {
+            Drain::Settling => slot.drain = Drain::Settled,
+            // It answered before the DRAIN's send completed here.
+            Drain::Sent if matches!(slot.sending, Some(Sending::Drain)) => {
+                slot.said_drained = true;
+            }
+            Drain::No | Drain::Wanted => self.violation(w, "sent DRAINED before DRAIN"),
+            Drain::Sent | Drain::Settled => {}
+        }
     }
 
     /// Slot `w`'s worker acknowledged its oldest unacknowledged `CONNS` message: `seqs` are the

@@ -3,6 +3,7 @@
 
 use log::warn;
 
+use super::slot::Slot;
 use super::{Core, Handoff};
 use crate::route;
 
@@ -42,6 +43,16 @@ impl<C> Core<C> {
         let max_queue = self.max_queue();
         let slots = &self.slots;
         let allowed = |w: &u32| Some(*w) != exclude;
+        if self.shutdown.is_some() && slots.iter().any(Slot::returnable) {
+            // Connections handed back by workers that had not read their DRAIN yet: to the
+            // key's worker among those whose channels are still open (all of them, until every
+            // one has said DRAINED), as before the shutdown.
+            let open = slots.iter().filter(|s| s.routable() || s.returnable());
+            return match route::pick(hash, open.map(|s| s.id).filter(allowed)) {
+                Some(w) => Place::Send(w),
+                None => Place::Close("cannot go to any worker"),
+            };
+        }
         let live = || self.live.iter().copied().filter(allowed);
         let awaited = slots.iter().filter(|s| s.holding()).map(|s| s.id);
         // The first choice among the live workers and those whose replacement is awaited.

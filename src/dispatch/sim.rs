@@ -159,8 +159,10 @@ impl Scenario {
 #[derive(Debug)]
 enum ToWorker {
     Welcome,
-    /// `CHANNELS` or `REHASH` (a no-op for the simulated worker).
+    /// `CHANNELS` (a no-op for the simulated worker).
     Setup,
+    /// `REHASH`: the worker says `DRAINED` when it reads `DRAIN`.
+    Rehash,
     Refused,
     /// `(seq, connection id)` in record order.
     Conns(Vec<(u64, usize)>),
@@ -174,6 +176,7 @@ enum ToWorker {
 enum ToMaster {
     Hello(u32),
     Ack(Vec<u64>),
+    Drained,
 }
 
 /// How a started worker behaves before it says `HELLO`.
@@ -205,6 +208,8 @@ struct Worker {
     /// master shut it both ways).
     closed: bool,
     draining: bool,
+    /// It read `REHASH`.
+    rehashed: bool,
     /// It read end of file after a drain or a refusal: it exits.
     done: bool,
     /// A thread worker's queue (connection ids not yet taken).
@@ -224,6 +229,7 @@ impl Worker {
             outbox: VecDeque::new(),
             closed: false,
             draining: false,
+            rehashed: false,
             done: false,
             queue: VecDeque::new(),
         }
@@ -539,7 +545,8 @@ impl Sim {
             let msg = match out {
                 Outgoing::Refused(_) => ToWorker::Refused,
                 Outgoing::Welcome => ToWorker::Welcome,
-                Outgoing::Channels | Outgoing::Rehash => ToWorker::Setup,
+                Outgoing::Channels => ToWorker::Setup,
+                Outgoing::Rehash => ToWorker::Rehash,
                 Outgoing::Drain => ToWorker::Drain,
                 Outgoing::Conns(batch) => {
                     ToWorker::Conns(batch.iter().map(|h| (h.rec.seq, h.conn.0)).collect())
@@ -1132,8 +1139,14 @@ impl Sim {
                 }
                 match read {
                     ToWorker::Welcome | ToWorker::Setup => {}
+                    ToWorker::Rehash => worker.rehashed = true,
                     ToWorker::Refused => worker.done = true,
-                    ToWorker::Drain => worker.draining = true,
+                    ToWorker::Drain => {
+                        worker.draining = true;
+                        if worker.rehashed {
+                            worker.outbox.push_back(ToMaster::Drained);
+                        }
+                    }
                     ToWorker::Eof => worker.done = true,
                     ToWorker::Conns(list) => {
                         ensure!(!worker.done, "worker {w} got CONNS after end of file");
@@ -1177,6 +1190,10 @@ impl Sim {
                         } else {
                             self.core.ack(w, seqs.iter().copied());
                         }
+                    }
+                    Some(ToMaster::Drained) => {
+                        self.note(format!("master reads DRAINED from {w}"));
+                        self.core.drained(w);
                     }
                     None => {
                         self.note(format!("master reads end of file from {w}"));

@@ -39,6 +39,13 @@ pub(crate) enum Drain {
     Wanted,
     /// `DRAIN` sent (or being sent).
     Sent,
+    /// `DRAIN` sent to a worker that hands connections back (it was sent `REHASH`): the
+    /// channel's sending side stays open until its `DRAINED`, so that what it handed back
+    /// before it read `DRAIN` can go back to it.
+    Settling,
+    /// Its `DRAINED` read: the sending side is shut once no worker may hand back any more and
+    /// what came back has been routed.
+    Settled,
 }
 
 /// What the send in flight on a channel carries.
@@ -86,6 +93,10 @@ pub(crate) struct Slot<C> {
     pub channels_due: bool,
     /// The worker hands connections back: `REHASH` goes out after `WELCOME` (and `CHANNELS`).
     pub rehash_due: bool,
+    /// `REHASH` was sent: the worker says `DRAINED` once it has read `DRAIN`.
+    pub rehashed: bool,
+    /// Its `DRAINED` came while the `DRAIN` send was still in flight here.
+    pub said_drained: bool,
     pub drain: Drain,
     /// After a send failed for want of kernel resources: no send before then.
     pub retry_at: Option<Instant>,
@@ -132,6 +143,8 @@ impl<C> Slot<C> {
             welcome_due: false,
             channels_due: false,
             rehash_due: false,
+            rehashed: false,
+            said_drained: false,
             drain: Drain::No,
             retry_at: None,
             violated: false,
@@ -156,6 +169,8 @@ impl<C> Slot<C> {
         self.welcome_due = false;
         self.channels_due = false;
         self.rehash_due = false;
+        self.rehashed = false;
+        self.said_drained = false;
         self.drain = Drain::No;
         self.retry_at = None;
         self.violated = false;
@@ -180,7 +195,31 @@ impl<C> Slot<C> {
 
     /// Whether connections are routed to it.
     pub fn routable(&self) -> bool {
-        self.phase == Phase::Live && self.drain != Drain::Sent
+        self.phase == Phase::Live && matches!(self.drain, Drain::No | Drain::Wanted)
+    }
+
+    /// Drained during a shutdown, its channel still open for the connections workers hand back
+    /// until every one of them has said `DRAINED`: they go to their key's worker among the
+    /// open ones.
+    pub fn returnable(&self) -> bool {
+        let drained = match self.drain {
+            Drain::Settling | Drain::Settled => true,
+            // Its DRAIN is on its way; a CONNS goes after it.
+            Drain::Sent => self.rehashed && matches!(self.sending, Some(Sending::Drain)),
+            Drain::No | Drain::Wanted => false,
+        };
+        drained && self.phase == Phase::Live && self.channel && !self.eof && !self.violated
+    }
+
+    /// It may still hand connections back: it was sent `REHASH`, and its `DRAINED` has not
+    /// been read.
+    pub fn may_hand_back(&self) -> bool {
+        let open = match self.drain {
+            Drain::No | Drain::Wanted | Drain::Settling => true,
+            Drain::Sent => matches!(self.sending, Some(Sending::Drain)) && !self.said_drained,
+            Drain::Settled => false,
+        };
+        open && self.rehashed && self.channel && !self.eof && !self.violated
     }
 
     /// Whether its keys wait for its replacement instead of going elsewhere.

@@ -468,6 +468,7 @@ impl Master {
                 self.offer_extras(w, hello.flags);
             }
             Ok(Message::Ack(seqs)) => self.core.ack(w, seqs),
+            Ok(Message::Drained) => self.core.drained(w),
             Ok(other) => self
                 .core
                 .violation(w, &format!("sent a master's message: {other:?}")),

@@ -216,8 +216,9 @@ fn done(
                 conn.listener = None;
                 conn.hand_back = false;
                 conn.next_waiting = false;
-                // The readiness that brought the next request was consumed: serve it now.
-                if conn.serve(draining) {
+                // The readiness that brought the next request was consumed: serve it now
+                // (and close after it if the refusal was the drain, read in this same round).
+                if conn.serve(draining || worker.draining()) {
                     conns.insert(token, conn);
                     return;
                 }

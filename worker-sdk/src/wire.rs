@@ -138,6 +138,9 @@ pub enum MsgType {
     Rehash = 8,
     /// Worker → master: connections handed back, as fds.
     Handback = 9,
+    /// Worker → master: `DRAIN` read; nothing more is handed back (sent by a worker that got
+    /// a `REHASH`).
+    Drained = 10,
 }
 
 impl MsgType {
@@ -153,6 +156,7 @@ impl MsgType {
             7 => MsgType::Channels,
             8 => MsgType::Rehash,
             9 => MsgType::Handback,
+            10 => MsgType::Drained,
             _ => return None,
         })
     }
@@ -170,6 +174,7 @@ impl fmt::Display for MsgType {
             MsgType::Channels => "CHANNELS",
             MsgType::Rehash => "REHASH",
             MsgType::Handback => "HANDBACK",
+            MsgType::Drained => "DRAINED",
         })
     }
 }
@@ -236,6 +241,8 @@ pub enum Message<'a> {
     Rehash(Listeners<'a>),
     /// `HANDBACK`, with the listener index of each connection it carries, in fd order.
     Handback(Listeners<'a>),
+    /// `DRAINED`.
+    Drained,
 }
 
 impl Message<'_> {
@@ -251,6 +258,7 @@ impl Message<'_> {
             Message::Channels(_) => MsgType::Channels,
             Message::Rehash(_) => MsgType::Rehash,
             Message::Handback(_) => MsgType::Handback,
+            Message::Drained => MsgType::Drained,
         }
     }
 }
@@ -403,6 +411,11 @@ pub fn decode(buf: &[u8]) -> Result<Message<'_>, WireError> {
             check_count(count == 0)?;
             check_len(HEADER_LEN)?;
             Ok(Message::Drain)
+        }
+        MsgType::Drained => {
+            check_count(count == 0)?;
+            check_len(HEADER_LEN)?;
+            Ok(Message::Drained)
         }
         MsgType::Channels => {
             check_count((1..=MAX_CONNS).contains(&counted))?;
@@ -776,6 +789,11 @@ pub fn encode_ack(seqs: &[u64], out: &mut Vec<u8>) {
 /// Appends a `DRAIN`.
 pub fn encode_drain(out: &mut Vec<u8>) {
     header(MsgType::Drain, 0, out);
+}
+
+/// Appends a `DRAINED`.
+pub fn encode_drained(out: &mut Vec<u8>) {
+    header(MsgType::Drained, 0, out);
 }
 
 /// Appends a `CHANNELS` announcing `count` channels (the fds go in the same `sendmsg`).

@@ -24,7 +24,7 @@ use crate::batch::{self, Batch};
 use crate::connection::{self, Connection};
 use crate::error::Error;
 use crate::sys::{self, Inherit};
-use crate::wire::{self, ConnRecord, Hello, MAX_MESSAGE, Message};
+use crate::wire::{self, ConnRecord, Hello, MAX_MESSAGE, Message, MsgType};
 
 /// Environment variable naming the inherited channel's fd number.
 const ENV_FD: &str = "STICKYD_FD";
@@ -546,6 +546,11 @@ impl Worker {
             Message::Drain if name == ChannelName::FIRST => {
                 self.draining = true;
                 stray_fds(&fds, "DRAIN")?;
+                if !self.rehash.is_empty() {
+                    // From now on nothing is handed back; what was, before this, the master
+                    // returns to this worker until it reads this.
+                    self.send_drained(index)?;
+                }
             }
             Message::Channels(count) if name == ChannelName::FIRST => {
                 self.take_channels(usize::from(count), fds, got.fds_truncated)?;
@@ -605,17 +610,29 @@ impl Worker {
         Ok(())
     }
 
-    /// Sends the `ACK` for one `CONNS` at once, on the channel `index` it came from. A master
-    /// that is gone is not an error: what it sent before closing is still read.
+    /// Sends the `ACK` for one `CONNS` at once, on the channel `index` it came from.
     fn send_ack(&mut self, index: usize, batch: &Batch) -> io::Result<()> {
+        self.out.clear();
+        batch.ack(&mut self.out);
+        self.send_out(index, MsgType::Ack)
+    }
+
+    /// Sends `DRAINED` on channel `index` (the first).
+    fn send_drained(&mut self, index: usize) -> io::Result<()> {
+        self.out.clear();
+        wire::encode_drained(&mut self.out);
+        self.send_out(index, MsgType::Drained)
+    }
+
+    /// Sends the message in `self.out` (a `what`) on channel `index`. A master that is gone is
+    /// not an error: what it sent before closing is still read.
+    fn send_out(&mut self, index: usize, what: MsgType) -> io::Result<()> {
         let Some(channel) = self.channels.get_mut(index) else {
             return Ok(());
         };
         if channel.master_gone {
             return Ok(());
         }
-        self.out.clear();
-        batch.ack(&mut self.out);
         match sys::send(channel.fd.as_fd(), &self.out) {
             Ok(_) => Ok(()),
             Err(e) if is_gone(&e) => {
@@ -624,7 +641,7 @@ impl Worker {
             }
             Err(e) => Err(io::Error::new(
                 e.kind(),
-                format!("sending ACK to the master on {}: {e}", channel.name),
+                format!("sending {what} to the master on {}: {e}", channel.name),
             )),
         }
     }

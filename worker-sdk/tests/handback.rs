@@ -165,6 +165,8 @@ fn hand_back_after_drain_is_refused_and_the_connection_stays_usable() {
     master.send(&drain, &[]).unwrap();
     assert!(settle(&mut worker).is_empty());
     assert!(worker.draining());
+    // A worker that was sent REHASH says it has read DRAIN: it hands nothing back from now on.
+    assert!(matches!(wire::decode(&master.recv()), Ok(Message::Drained)));
     let (mut client, accepted) = tcp_pair(&listener(), b"GET / HTTP/1.1\r\n\r\n");
     let err = worker.hand_back(accepted, 0).expect_err("refused");
     assert_eq!(err.error().kind(), io::ErrorKind::Other);
@@ -174,6 +176,17 @@ fn hand_back_after_drain_is_refused_and_the_connection_stays_usable() {
     conn.write_all(b"served here").unwrap();
     assert_eq!(read_exactly(&mut client, 11), b"served here");
     assert!(master.try_recv().is_none(), "nothing was sent");
+}
+
+#[test]
+fn a_worker_never_sent_rehash_says_nothing_on_drain() {
+    let (master, mut worker) = joined();
+    let mut drain = Vec::new();
+    wire::encode_drain(&mut drain);
+    master.send(&drain, &[]).unwrap();
+    assert!(settle(&mut worker).is_empty());
+    assert!(worker.draining());
+    assert!(master.try_recv().is_none(), "no DRAINED without REHASH");
 }
 
 #[test]

@@ -333,9 +333,21 @@ fn rejects_empty_short_version_and_type() {
     assert!(WireError::Version(2).to_string().contains("version 2"));
     assert_eq!(wire::decode(&[1, 0, 0, 0]).unwrap_err(), WireError::Type(0));
     assert_eq!(
-        wire::decode(&[1, 10, 0, 0]).unwrap_err(),
-        WireError::Type(10)
+        wire::decode(&[1, 11, 0, 0]).unwrap_err(),
+        WireError::Type(11)
     );
+}
+
+#[test]
+fn drained_is_a_header_alone() {
+    let mut buf = Vec::new();
+    wire::encode_drained(&mut buf);
+    assert_eq!(buf, [1, 10, 0, 0]);
+    assert!(matches!(wire::decode(&buf), Ok(Message::Drained)));
+    assert_eq!(MsgType::from_u8(10), Some(MsgType::Drained));
+    assert_eq!(MsgType::Drained.to_string(), "DRAINED");
+    assert!(wire::decode(&[1, 10, 1, 0]).is_err(), "a count");
+    assert!(wire::decode(&[1, 10, 0, 0, 0]).is_err(), "a payload");
 }
 
 #[test]

@@ -17,7 +17,9 @@
 //! file. Once hyper has answered and asked for the next request, the task takes the stream
 //! back from hyper, unshut, and peeks: when the next request has begun, the main loop (which
 //! owns the [`AsyncWorker`]) hands the connection back ([`AsyncWorker::hand_back`]). If the
-//! master does not take it (the worker is draining), the connection is served here to its end.
+//! master does not take it because the worker is draining, that request is answered here and
+//! the connection closed after it (its next request then goes to its key's worker, through a
+//! new connection); if it refuses for another reason, the connection is served here to its end.
 //! A request whose body has no `Content-Length` (a chunked body) ends the hand-backs: hyper
 //! serves the rest of that connection here.
 //!
@@ -164,8 +166,9 @@ fn spawn_connection(
 struct HandBack {
     stream: TcpStream,
     listener: u16,
-    /// Takes the stream back to the task if the master does not take it; dropped if it does.
-    refused: oneshot::Sender<TcpStream>,
+    /// Takes the stream back to the task if the master does not take it (with whether the
+    /// worker drains); dropped if it does.
+    refused: oneshot::Sender<(TcpStream, bool)>,
 }
 
 /// Hands `back` to the master, or returns it to its task to serve here.
@@ -176,11 +179,12 @@ fn hand_back(worker: &mut AsyncWorker, back: HandBack) {
         refused,
     } = back;
     if let Err(e) = worker.hand_back(stream, listener) {
-        if !worker.worker().draining() {
+        let draining = worker.worker().draining();
+        if !draining {
             say!("worker {}: {e}; serving it here", worker.worker().id());
         }
         // If the task is gone, the stream is dropped: closed.
-        let _ = refused.send(e.into_conn());
+        let _ = refused.send((e.into_conn(), draining));
     }
 }
 
@@ -232,16 +236,33 @@ async fn connection(
             listener,
             refused: refused_tx,
         };
-        let stream = match hand_backs.send(back) {
+        let (stream, draining) = match hand_backs.send(back) {
             Ok(()) => match refused.await {
-                Ok(stream) => stream,
+                Ok(refusal) => refusal,
                 // The master has it.
                 Err(_) => return,
             },
-            Err(mpsc::error::SendError(back)) => back.stream,
+            Err(mpsc::error::SendError(back)) => (back.stream, false),
         };
+        if draining {
+            // The drain came first: this request is answered here (nothing else can take it
+            // now), and the connection closed after it, so that the next goes by its key.
+            return last_request(OneRequest::new(stream), &origin, &mut drain).await;
+        }
         // Not handed back: served here to its end, the next request first.
         io = OneRequest::whole(stream);
+    }
+}
+
+/// Serves the one request `io` stops at, then closes the connection.
+async fn last_request(io: OneRequest, origin: &Arc<Origin>, drain: &mut Drain) {
+    match serve_hyper(io, origin, drain).await {
+        Ended::Boundary(stream) => close(stream).await,
+        // Bytes hyper read beyond it (it should not): served to the end.
+        Ended::Leftover(rest) => {
+            let _ = serve_hyper(rest, origin, drain).await;
+        }
+        Ended::Over => {}
     }
 }
 

@@ -152,6 +152,16 @@ fn launch_node(names: &[&str], args: &[&str], env: &[(&str, &str)], with_stdout:
     s
 }
 
+/// sticky-session-custom's `x-forwarded-for` example (`proxy-header.js`) under `--workers 4
+/// --key header:x-forwarded-for` and `extra`, its 4 workers ready.
+fn start_proxy_header(extra: &[&str]) -> Stickyd {
+    let app = example("proxy-header.js");
+    let mut args = vec!["--workers", "4", "--key", "header:x-forwarded-for"];
+    args.extend_from_slice(extra);
+    args.extend(["--", "node", &app]);
+    start_node(&["l0"], &args, &[], 4, false)
+}
+
 /// A path under the sticky-session examples.
 fn example(name: &str) -> String {
     sticky_session_dir()
@@ -279,21 +289,7 @@ fn proxy_header_example_sticks_by_x_forwarded_for() {
     if !node_ready("proxy_header") {
         return;
     }
-    let s = start_node(
-        &["l0"],
-        &[
-            "--workers",
-            "4",
-            "--key",
-            "header:x-forwarded-for",
-            "--",
-            "node",
-            &example("proxy-header.js"),
-        ],
-        &[],
-        4,
-        false,
-    );
+    let s = start_proxy_header(&[]);
     let mut seen = HashSet::new();
     for n in 1..25u8 {
         let client = IpAddr::V4(Ipv4Addr::new(203, 0, 113, n));
@@ -951,24 +947,7 @@ fn with_rehash_per_request_node_workers_hand_kept_alive_connections_back() {
     if !node_ready("rehash") {
         return;
     }
-    let s = start_node(
-        &["l0"],
-        &[
-            "--workers",
-            "4",
-            "--key",
-            "header:x-forwarded-for",
-            "--rehash-per-request",
-            "--metrics",
-            "127.0.0.1:0",
-            "--",
-            "node",
-            &example("proxy-header.js"),
-        ],
-        &[],
-        4,
-        false,
-    );
+    let s = start_proxy_header(&["--rehash-per-request", "--metrics", "127.0.0.1:0"]);
     let clients: Vec<IpAddr> = (1..=24u8)
         .map(|n| IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)))
         .collect();
@@ -1023,22 +1002,7 @@ fn with_rehash_per_request_behind_haproxy_reusing_its_connections_node_requests_
     let Some(bin) = util::haproxy::required("rehash_haproxy") else {
         return;
     };
-    let s = start_node(
-        &["l0"],
-        &[
-            "--workers",
-            "4",
-            "--key",
-            "header:x-forwarded-for",
-            "--rehash-per-request",
-            "--",
-            "node",
-            &example("proxy-header.js"),
-        ],
-        &[],
-        4,
-        false,
-    );
+    let s = start_proxy_header(&["--rehash-per-request"]);
     // The HAProxy configuration the docs show: `http-reuse always`, 2 connections to stickyd.
     let config = Path::new(ROOT).join("examples/haproxy/reuse.cfg");
     let frontend = TcpListener::bind("127.0.0.1:0").expect("bind the frontend");

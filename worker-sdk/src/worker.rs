@@ -548,7 +548,7 @@ impl Worker {
                 stray_fds(&fds, "DRAIN")?;
                 if !self.rehash.is_empty() {
                     // From now on nothing is handed back; what was, before this, the master
-                    // returns to this worker until it reads this.
+                    // routes among the draining workers until every one has said DRAINED.
                     self.send_drained(index)?;
                 }
             }

@@ -40,8 +40,9 @@ pub(crate) enum Drain {
     /// `DRAIN` sent (or being sent).
     Sent,
     /// `DRAIN` sent to a worker that hands connections back (it was sent `REHASH`): the
-    /// channel's sending side stays open until its `DRAINED`, so that what it handed back
-    /// before it read `DRAIN` can go back to it.
+    /// channel's sending side stays open, so that what the workers handed back before they read
+    /// `DRAIN` can still go to their keys' workers among the draining ones; its `DRAINED` is
+    /// awaited.
     Settling,
     /// Its `DRAINED` read: the sending side is shut once no worker may hand back any more and
     /// what came back has been routed.

@@ -4,13 +4,12 @@
 mod util;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use stickyd::keys::Key;
-use util::{Stickyd, TIMEOUT, get, hello_worker_bin};
+use util::{Attached, Stickyd, TIMEOUT, attach_command, get, hello_worker_bin};
 
 /// A uid with no business attaching (`nobody` on Debian).
 const OTHER_UID: u32 = 65534;
@@ -18,61 +17,6 @@ const OTHER_UID: u32 = 65534;
 /// A fresh socket path in the temporary directory.
 fn socket_path(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("stickyd-attach-{tag}-{}.sock", std::process::id()))
-}
-
-/// An attached hello worker, killed on drop.
-struct Attached(Child);
-
-impl Attached {
-    fn start(path: &Path, id: Option<u32>, uid: Option<u32>) -> Attached {
-        Attached::start_program(&hello_worker_bin(), path, id, uid)
-    }
-
-    /// Starts `program` (a hello worker) attaching to `path`.
-    fn start_program(program: &Path, path: &Path, id: Option<u32>, uid: Option<u32>) -> Attached {
-        let mut cmd = attach_command(program, path, id, uid);
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        Attached(cmd.spawn().expect("start hello_worker"))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// Waits for the worker to exit on its own.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "attached worker did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn attach_command(program: &Path, path: &Path, id: Option<u32>, uid: Option<u32>) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env("STICKYD_ATTACH", path)
-        .env_remove("STICKYD_FD")
-        .env_remove("STICKYD_WORKER_ID")
-        .stdin(Stdio::null());
-    if let Some(id) = id {
-        cmd.env("STICKYD_WORKER_ID", id.to_string());
-    }
-    if let Some(uid) = uid {
-        // And a working directory that uid may enter (the test's own may not be).
-        cmd.uid(uid).gid(uid).current_dir("/");
-    }
-    cmd
 }
 
 /// Runs an attaching hello worker that is expected to be refused; returns its output.

@@ -306,19 +306,7 @@ fn behind_haproxy_reusing_two_connections_every_request_reaches_its_keys_worker(
 /// bad luck (dies with connections in flight), when the test says so.
 struct Pool {
     mine: stickyd_worker::Worker,
-    _others: Children,
-}
-
-/// Processes killed on drop.
-struct Children(Vec<std::process::Child>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    _others: Vec<Attached>,
 }
 
 impl Pool {
@@ -343,20 +331,10 @@ impl Pool {
                 other => panic!("before any connection: {other:?}"),
             }
         }
-        let others = Children(
-            (0..workers)
-                .filter(|&w| w != id)
-                .map(|w| {
-                    std::process::Command::new(hello_worker_bin())
-                        .env("STICKYD_ATTACH", path)
-                        .env("STICKYD_WORKER_ID", w.to_string())
-                        .env_remove("STICKYD_FD")
-                        .stdin(std::process::Stdio::null())
-                        .spawn()
-                        .expect("start hello_worker")
-                })
-                .collect(),
-        );
+        let others = (0..workers)
+            .filter(|&w| w != id)
+            .map(|w| Attached::start(path, Some(w), None))
+            .collect();
         for w in (0..workers).filter(|&w| w != id) {
             s.wait_log(&format!("worker {w} ready"), TIMEOUT);
         }

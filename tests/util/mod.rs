@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
@@ -809,5 +809,68 @@ pub fn activated_fds(
     };
     // SAFETY: the closure only calls dup2, which is async-signal-safe, and allocates nothing.
     unsafe { cmd.pre_exec(place) };
+    cmd
+}
+
+/// An attached hello worker, killed on drop.
+pub struct Attached(pub Child);
+
+impl Attached {
+    pub fn start(path: &Path, id: Option<u32>, uid: Option<u32>) -> Attached {
+        Attached::start_program(&hello_worker_bin(), path, id, uid)
+    }
+
+    /// Starts `program` (a hello worker) attaching to `path`.
+    pub fn start_program(
+        program: &Path,
+        path: &Path,
+        id: Option<u32>,
+        uid: Option<u32>,
+    ) -> Attached {
+        let mut cmd = attach_command(program, path, id, uid);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Attached(cmd.spawn().expect("start hello_worker"))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Waits for the worker to exit on its own.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "attached worker did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The command that starts `program` attaching to `path` (`STICKYD_ATTACH`), in slot `id`
+/// (`STICKYD_WORKER_ID`) if given, as user `uid` if given.
+pub fn attach_command(program: &Path, path: &Path, id: Option<u32>, uid: Option<u32>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("STICKYD_ATTACH", path)
+        .env_remove("STICKYD_FD")
+        .env_remove("STICKYD_WORKER_ID")
+        .stdin(Stdio::null());
+    if let Some(id) = id {
+        cmd.env("STICKYD_WORKER_ID", id.to_string());
+    }
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        // And a working directory that uid may enter (the test's own may not be).
+        cmd.uid(uid).gid(uid).current_dir("/");
+    }
     cmd
 }

@@ -29,24 +29,42 @@ fn missing(what: &str, source: Option<io::Error>) -> io::Error {
 }
 
 /// Sets up a ring of `entries` SQ entries and a CQ four times larger, with SUBMIT_ALL,
-/// COOP_TASKRUN and SINGLE_ISSUER when the kernel knows them.
+/// COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN when the kernel knows them.
+///
+/// DEFER_TASKRUN (Linux 6.1) keeps the kernel's completion work for the ring (a socket became
+/// readable, so the peek or the `ACK`'s `recvmsg` runs) until the ring's thread waits for
+/// completions, and wakes that thread only once as many are ready as it waits for: a loop that
+/// waits for a batch sleeps until the batch is there instead of being woken for each one. (An
+/// accept, an exclusive waiter, still wakes it at once.) The ring must then only be used by the
+/// thread that made it, which SINGLE_ISSUER asks already.
 pub(crate) fn setup(entries: u32) -> io::Result<IoUring> {
     let entries = entries.max(1);
     let cq_entries = entries.saturating_mul(4);
-    let tuned = IoUring::builder()
-        .setup_cqsize(cq_entries)
-        .setup_clamp()
-        .setup_submit_all()
-        .setup_coop_taskrun()
-        .setup_single_issuer()
-        .build(entries);
-    let ring = match tuned {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => IoUring::builder()
+    let tuned = |defer: bool| {
+        let mut builder = IoUring::builder();
+        builder
             .setup_cqsize(cq_entries)
             .setup_clamp()
-            .build(entries),
-        other => other,
+            .setup_submit_all()
+            .setup_coop_taskrun()
+            .setup_single_issuer();
+        if defer {
+            builder.setup_defer_taskrun();
+        }
+        builder.build(entries)
     };
+    let einval =
+        |r: &io::Result<IoUring>| matches!(r, Err(e) if e.raw_os_error() == Some(libc::EINVAL));
+    let mut ring = tuned(true);
+    if einval(&ring) {
+        ring = tuned(false);
+    }
+    if einval(&ring) {
+        ring = IoUring::builder()
+            .setup_cqsize(cq_entries)
+            .setup_clamp()
+            .build(entries);
+    }
     ring.map_err(|e| match e.raw_os_error() {
         Some(libc::ENOSYS) => missing(
             "not available (kernel without io_uring, or seccomp)",

@@ -43,7 +43,7 @@ pub struct Ring {
 
 impl Ring {
     /// Sets up a ring with `entries` SQ entries (CQ four times larger; SUBMIT_ALL,
-    /// COOP_TASKRUN and SINGLE_ISSUER when available) and probes what stickyd needs:
+    /// COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN when available) and probes what stickyd needs:
     /// IORING_FEAT_EXT_ARG, IORING_FEAT_NODROP, the opcodes Accept, Recv, PollAdd, SendMsg,
     /// RecvMsg, Close, Timeout, AsyncCancel, and a real multishot accept on a throwaway
     /// listener bound to 127.0.0.1:0 (kernel 5.19+; older kernels reject it with EINVAL).

@@ -403,7 +403,7 @@ impl Thread {
                     _ => {}
                 }
             }
-            busy = round >= 2;
+            busy = self.front.pace(&mut ring, round);
             self.front.expire(&mut ring, Instant::now());
             // Each connection goes on this thread's own channel to its worker if the
             // master's rules would send it there now; the rest to the master.

@@ -10,6 +10,12 @@
 //! empties the backlog each time it is woken, so the loop that armed first would take every
 //! connection; single-shot accepts go to the back of the line once they have taken one, so the
 //! loops take turns, and a busy loop, which arms again later, takes fewer.
+//!
+//! Under load a front keeps no accept armed at all ([`Front::pace`]): the kernel wakes the
+//! loop for every connection an armed accept takes (an accept is an exclusive waiter, and
+//! io_uring never defers those wake-ups to batch them), so the loop would wake about once per
+//! connection whatever it waits for. A busy loop takes what waits in the backlogs itself, once
+//! per round, and sleeps until a batch of completions or its linger time has passed.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,6 +47,10 @@ pub(super) const SHARED_ACCEPTS: usize = 4;
 /// How often a front that watches its listeners' backlogs looks (see
 /// [`Front::watching_backlogs`]).
 const BACKLOG_CHECK: Duration = Duration::from_millis(200);
+
+/// The most connections a busy front takes from its listeners' backlogs in one round (see
+/// [`Front::pace`]); what is left waits for the next round.
+const BACKLOG_BUDGET: usize = 64;
 
 /// A listening socket and its accept.
 #[derive(Debug)]
@@ -75,6 +85,20 @@ impl Listener {
             ended: false,
         }
     }
+
+    /// An accept on it failed with `e`: logged once until accept works again; it is tried
+    /// again after [`ACCEPT_BACKOFF`] (the caller says when an accept is due again).
+    fn failed(&mut self, e: &io::Error) {
+        if !self.error_logged {
+            warn!(
+                "accept on {} ({}) failed: {e}; retrying every {}ms",
+                self.addr,
+                self.name,
+                ACCEPT_BACKOFF.as_millis()
+            );
+            self.error_logged = true;
+        }
+    }
 }
 
 /// Listeners, the connections accepted from them and not yet routed, and how to examine them.
@@ -93,6 +117,9 @@ pub(super) struct Front {
     closing: bool,
     /// Accept pauses are counted in the metrics (by the master's own front only).
     count_pauses: bool,
+    /// The owner's loop is busy: no accept is armed, and the front takes connections from the
+    /// backlogs itself once per round (see [`Front::pace`]).
+    polling: bool,
     /// Single-shot accepts armed per listener; 0: one multishot accept.
     shared_accepts: usize,
     /// When to look at the listeners' backlogs next (see [`Front::watching_backlogs`]).
@@ -126,6 +153,7 @@ impl Front {
             accepting: false,
             closing: false,
             count_pauses: true,
+            polling: false,
             shared_accepts: 0,
             backlog_check: None,
             watch_backlogs: false,
@@ -220,7 +248,7 @@ impl Front {
             Ok(fd) => {
                 listener.error_logged = false;
                 self.accepted_lately = true;
-                self.admit(ring, l as u16, fd);
+                self.admit(ring, l as u16, fd, None);
                 if taken {
                     // Back in line for the next connection.
                     let accepting = self.accepting;
@@ -229,15 +257,7 @@ impl Front {
             }
             Err(_) if cancelled => {}
             Err(e) => {
-                if !listener.error_logged {
-                    warn!(
-                        "accept on {} ({}) failed: {e}; retrying every {}ms",
-                        listener.addr,
-                        listener.name,
-                        ACCEPT_BACKOFF.as_millis()
-                    );
-                    listener.error_logged = true;
-                }
+                listener.failed(&e);
                 if !more && !closing {
                     listener.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
                 }
@@ -245,11 +265,93 @@ impl Front {
         }
     }
 
-    /// Takes in an accepted connection: routes it at once when the key is the client address,
-    /// or starts peeking.
-    fn admit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
+    /// Takes in an accepted connection (from `peer`, if the accept said): routes it at once
+    /// when the key is the client address, or starts peeking.
+    fn admit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd, peer: Option<SocketAddr>) {
         self.metrics.accepted(listener);
-        self.take_in(ring, listener, fd, false);
+        self.take_in(ring, listener, fd, peer, false);
+    }
+
+    /// Paces accepting by the owner's load: called once per round of its loop, after the
+    /// round's `completions`, before the connections found are routed. Returns whether the
+    /// loop is busy, and should wait for a batch rather than for the first completion.
+    ///
+    /// A round with at least 2 completions makes the loop busy: its accepts are cancelled, and
+    /// from then on each round takes what waits in the listeners' backlogs with a non-blocking
+    /// `accept4` (up to [`BACKLOG_BUDGET`]), so that connections arriving while the loop works
+    /// or sleeps on its batch do not wake it one by one (see the [module](self) documentation).
+    /// A round that had nothing to do, no completion to speak of and no connection waiting,
+    /// ends it: the accepts are armed again and the loop sleeps until the next connection.
+    pub fn pace(&mut self, ring: &mut Ring, completions: usize) -> bool {
+        if completions >= 2 {
+            self.set_polling(ring, true);
+        }
+        let taken = self.take_backlogs(ring);
+        let busy = completions >= 2 || taken > 0;
+        if !busy {
+            self.set_polling(ring, false);
+        }
+        busy
+    }
+
+    fn set_polling(&mut self, ring: &mut Ring, polling: bool) {
+        if polling != self.polling {
+            self.polling = polling;
+            let accepting = self.accepting;
+            self.set_accepting(ring, accepting);
+        }
+    }
+
+    /// While polling, takes the connections waiting in the listeners' backlogs, up to
+    /// [`BACKLOG_BUDGET`] and the room for pending connections. A listener whose accept failed
+    /// is left alone until its back-off has passed. Returns how many it took.
+    fn take_backlogs(&mut self, ring: &mut Ring) -> usize {
+        if !self.polling || !self.accepting || self.closing {
+            return 0;
+        }
+        let mut now = None;
+        let mut taken = 0;
+        for l in 0..self.listeners.len() {
+            loop {
+                if taken >= BACKLOG_BUDGET || !self.has_room() {
+                    return taken;
+                }
+                let listener = &mut self.listeners[l];
+                if let Some(at) = listener.rearm_at {
+                    if at > *now.get_or_insert_with(Instant::now) {
+                        break;
+                    }
+                    listener.rearm_at = None;
+                }
+                if listener.ended {
+                    // Accepting again after an error, as an armed accept would be re-armed.
+                    self.metrics.accept_rearm();
+                    listener.ended = false;
+                }
+                let Some(socket) = &listener.socket else {
+                    break;
+                };
+                match socket.accept() {
+                    Ok((stream, peer)) => {
+                        listener.error_logged = false;
+                        self.accepted_lately = true;
+                        self.metrics.backlog_accept();
+                        self.admit(ring, l as u16, OwnedFd::from(stream), Some(peer));
+                        taken += 1;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The client gave up while it waited in the backlog.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                    Err(e) => {
+                        listener.failed(&e);
+                        listener.ended = true;
+                        listener.rearm_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                        break;
+                    }
+                }
+            }
+        }
+        taken
     }
 
     /// Takes in a kept-alive connection a worker handed back (`--rehash-per-request`), at a
@@ -258,19 +360,30 @@ impl Front {
     /// server closes an idle kept-alive connection.
     pub fn readmit(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd) {
         self.metrics.handback();
-        self.take_in(ring, listener, fd, true);
+        self.take_in(ring, listener, fd, None, true);
     }
 
-    fn take_in(&mut self, ring: &mut Ring, listener: u16, fd: OwnedFd, kept_alive: bool) {
-        let stream = TcpStream::from(fd);
-        let peer = match stream.peer_addr() {
-            Ok(peer) => peer,
-            Err(e) => {
-                debug!("accepted connection gone before routing: {e}");
-                return;
+    fn take_in(
+        &mut self,
+        ring: &mut Ring,
+        listener: u16,
+        fd: OwnedFd,
+        peer: Option<SocketAddr>,
+        kept_alive: bool,
+    ) {
+        let (fd, peer) = match peer {
+            Some(peer) => (fd, peer),
+            None => {
+                let stream = TcpStream::from(fd);
+                match stream.peer_addr() {
+                    Ok(peer) => (OwnedFd::from(stream), peer),
+                    Err(e) => {
+                        debug!("accepted connection gone before routing: {e}");
+                        return;
+                    }
+                }
             }
         };
-        let fd = OwnedFd::from(stream);
         let accepted_ns = now_ns();
         let Some(examiner) = self.examiners.get(usize::from(listener)) else {
             return;
@@ -320,7 +433,9 @@ impl Front {
             let due = listener
                 .rearm_at
                 .is_none_or(|at| now.is_some_and(|now| at <= now));
-            if accepting && due && !listener.cancelling && listener.accepts.len() < wanted {
+            // A busy front takes connections from the backlog itself (see `pace`).
+            let armed = accepting && !self.polling;
+            if armed && due && !listener.cancelling && listener.accepts.len() < wanted {
                 if listener.ended {
                     self.metrics.accept_rearm();
                     listener.ended = false;
@@ -335,7 +450,7 @@ impl Front {
                     };
                     listener.accepts.push(op);
                 }
-            } else if !accepting && !listener.accepts.is_empty() && !listener.cancelling {
+            } else if !armed && !listener.accepts.is_empty() && !listener.cancelling {
                 listener.cancelling = true;
                 for &op in &listener.accepts {
                     ring.cancel(op, Token::Housekeeping.encode());

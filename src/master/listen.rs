@@ -131,6 +131,9 @@ pub(super) fn open(
             socket
         }
     };
+    // A busy loop takes connections from the backlog with a non-blocking accept (see
+    // `Front::pace`); an armed accept does not mind the flag.
+    socket.set_nonblocking(true).map_err(setup(what()))?;
     if let Some(seconds) = defer {
         if let Err(e) = sys::set_defer_accept(socket.as_fd(), seconds) {
             warn!("{}: {e}", spec.addr);

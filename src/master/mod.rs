@@ -403,8 +403,8 @@ impl Master {
                 self.act()?;
                 round += 1;
             }
+            busy = self.front.pace(&mut self.ring, round);
             self.route_new();
-            busy = round >= 2;
             // Once per round of completions, not once per completion: the timers, then the
             // thread workers' queues, the decision about accepting and the view the dispatcher
             // threads route by (in `fire_timers`).

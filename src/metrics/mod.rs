@@ -58,6 +58,7 @@ pub struct Metrics {
     live: Box<[AtomicBool]>,
     accept_rearms: AtomicU64,
     accept_pauses: AtomicU64,
+    backlog_accepts: AtomicU64,
     send_retries: AtomicU64,
     dropped: AtomicU64,
     pending: AtomicU64,
@@ -104,6 +105,7 @@ impl Metrics {
             live: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             accept_rearms: AtomicU64::new(0),
             accept_pauses: AtomicU64::new(0),
+            backlog_accepts: AtomicU64::new(0),
             send_retries: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             pending: AtomicU64::new(0),
@@ -231,6 +233,12 @@ impl Metrics {
         self.accept_pauses.fetch_add(1, Relaxed);
     }
 
+    /// A busy loop took a connection from a listener's backlog itself, with no accept armed
+    /// (`stickyd_backlog_accepts_total`; also counted as accepted).
+    pub fn backlog_accept(&self) {
+        self.backlog_accepts.fetch_add(1, Relaxed);
+    }
+
     /// A connection was handed off `since_accept` after it was accepted
     /// (`stickyd_handoff_seconds` histogram).
     pub fn handoff(&self, since_accept: Duration) {
@@ -281,7 +289,7 @@ impl Metrics {
             }
         }
 
-        let scalars: [(&str, &str, &AtomicU64); 14] = [
+        let scalars: [(&str, &str, &AtomicU64); 15] = [
             (
                 "stickyd_peek_timeouts_total",
                 "Connections that reached the peek deadline without a key.",
@@ -341,6 +349,11 @@ impl Metrics {
                 "stickyd_accept_pauses_total",
                 "Times accepting stopped because no worker could take a connection.",
                 &self.accept_pauses,
+            ),
+            (
+                "stickyd_backlog_accepts_total",
+                "Connections a busy dispatcher loop took from a listener's backlog itself.",
+                &self.backlog_accepts,
             ),
             (
                 "stickyd_channel_send_retries_total",

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::Metrics;
 use super::text;
 
-const FAMILIES: [(&str, &str); 21] = [
+const FAMILIES: [(&str, &str); 22] = [
     ("stickyd_connections_accepted_total", "counter"),
     ("stickyd_connections_dispatched_total", "counter"),
     ("stickyd_peek_timeouts_total", "counter"),
@@ -24,6 +24,7 @@ const FAMILIES: [(&str, &str); 21] = [
     ("stickyd_worker_live", "gauge"),
     ("stickyd_accept_rearms_total", "counter"),
     ("stickyd_accept_pauses_total", "counter"),
+    ("stickyd_backlog_accepts_total", "counter"),
     ("stickyd_channel_send_retries_total", "counter"),
     ("stickyd_dropped_total", "counter"),
     ("stickyd_pending_connections", "gauge"),
@@ -105,6 +106,7 @@ fn events_show_as_exact_samples() {
     metrics.accept_rearm();
     metrics.accept_pause();
     metrics.accept_pause();
+    metrics.backlog_accept();
 
     let out = rendered(&metrics);
     for line in [
@@ -130,6 +132,7 @@ fn events_show_as_exact_samples() {
         r#"stickyd_worker_live{worker="2"} 0"#,
         "stickyd_accept_rearms_total 1",
         "stickyd_accept_pauses_total 2",
+        "stickyd_backlog_accepts_total 1",
     ] {
         assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use stickyd_ring::{OpId, Ring, sys};
+use stickyd_ring::{BackendKind, OpId, Ring, sys};
 use stickyd_worker::wire::ConnRecord;
 
 use super::Handoff;
@@ -282,8 +282,13 @@ impl Front {
     /// or sleeps on its batch do not wake it one by one (see the [module](self) documentation).
     /// A round that had nothing to do, no completion to speak of and no connection waiting,
     /// ends it: the accepts are armed again and the loop sleeps until the next connection.
+    ///
+    /// Only on io_uring: an epoll loop's waits count in whole milliseconds, so connections would
+    /// wait in the backlog up to 1 ms between rounds (measured: 20,600 connections per second
+    /// under W1 against 24,300 with the accept armed); it keeps its accept armed, and readiness
+    /// brings it up to 64 connections per wake.
     pub fn pace(&mut self, ring: &mut Ring, completions: usize) -> bool {
-        if completions >= 2 {
+        if completions >= 2 && ring.kind() == BackendKind::Uring {
             self.set_polling(ring, true);
         }
         let taken = self.take_backlogs(ring);

@@ -19,3 +19,21 @@ pub fn init(name: &'static str) {
         })
         .init();
 }
+
+/// Writes one line to stderr in a single `write`, like the logger's lines. `eprintln!` writes
+/// each piece of its format on its own, so its line could be cut by another process's on the
+/// same pipe (an upgrade's two masters share their stderr).
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut line = args.to_string();
+    line.push('\n');
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `eprintln!` in one `write` (see [`line`]): for the lines stickyd prints whatever the log
+/// level, such as the addresses it listens on.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::logging::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;

@@ -1209,6 +1209,7 @@ fn log_lines() -> (Vec<LogLine>, Vec<String>) {
             ("warn!(", "stickyd: warn: ", true),
             ("info!(", "stickyd: ", true),
             ("eprintln!(", "", false),
+            ("say!(", "", false),
         ];
         for (needle, prefix, from_macro) in kinds {
             let mut from = 0;

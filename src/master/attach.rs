@@ -15,6 +15,7 @@ use super::token::Token;
 use super::workers::{WorkerIo, arm_recv};
 use super::{ACCEPT_BACKOFF, Error, Master, setup};
 use crate::config::Config;
+use crate::logging::say;
 
 /// How long a peer that connected has to say `HELLO`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,7 +85,7 @@ impl AttachPoint {
                 path.display()
             )))?,
         };
-        eprintln!("stickyd: workers attach at {}", path.display());
+        say!("stickyd: workers attach at {}", path.display());
         Ok(Some(AttachPoint {
             path: path.clone(),
             socket: Some(socket),

@@ -32,6 +32,7 @@ use stickyd_worker::wire::{self, ConnRecord};
 
 use crate::config::{Backend, Config, Ipc};
 use crate::dispatch::{self, Core, Settings, Start};
+use crate::logging::say;
 use crate::metrics::{self, Metrics};
 use crate::route;
 use crate::threads;
@@ -207,7 +208,7 @@ impl Master {
             let defer = (!examiner.routes_at_accept())
                 .then(|| u32::try_from(config.peek_timeout.as_secs().max(1)).unwrap_or(u32::MAX));
             let (socket, addr) = listen::open(spec, source, defer)?;
-            eprintln!("stickyd: listening on {addr} ({})", spec.name);
+            say!("stickyd: listening on {addr} ({})", spec.name);
             listeners.push(Listener::new(spec.name.clone(), addr, socket));
         }
         let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
@@ -222,7 +223,7 @@ impl Master {
                 .map_err(setup(format!("cannot serve metrics on {addr}")))?;
             metrics::serve(socket, Arc::clone(&metrics))
                 .map_err(setup("cannot start the metrics thread"))?;
-            eprintln!("stickyd: metrics on {local}");
+            say!("stickyd: metrics on {local}");
         }
         info!(
             "mapping fingerprint {} ({} workers, ahash 0.8.12, {} hash path)",

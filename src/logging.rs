@@ -29,7 +29,7 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
-/// `eprintln!` in one `write` (see [`line`]): for the lines stickyd prints whatever the log
+/// `eprintln!` in one `write` (see [`line()`]): for the lines stickyd prints whatever the log
 /// level, such as the addresses it listens on.
 macro_rules! say {
     ($($arg:tt)*) => {

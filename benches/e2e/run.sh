@@ -560,6 +560,13 @@ AWK_MEDIAN='
     }
     function add(key, v) { cnt[key]++; val[key, cnt[key]] = v }
 '
+# The reports' awk: the medians, ratios, and the strays per system read from strays_file.
+AWK_REPORT="$AWK_MEDIAN"'
+    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
+    function read_strays(    line, f) {
+        while ((getline line < strays_file) > 0) { split(line, f, "\t"); stray[f[1]] = f[2] }
+    }
+'
 
 # threads_sweep: stickyd uring under W1 with --threads N for each N of THREADS_SWEEP, RUNS times
 # (the counts alternating within each repetition); rows "tN" in $RESULTS.
@@ -671,10 +678,9 @@ w3_phase() {
 # w3_report: W3's table and ratios.
 w3_report() {
     [ -n "$W3" ] || return 0
-    awk -F'\t' -v systems="$W3" -v strays_file="$STRAYS" "$AWK_MEDIAN"'
-    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
+    awk -F'\t' -v systems="$W3" -v strays_file="$STRAYS" "$AWK_REPORT"'
     BEGIN {
-        while ((getline line < strays_file) > 0) { split(line, f, "\t"); stray[f[1]] = f[2] }
+        read_strays()
         label["rehash"] = "HAProxy reuse -> stickyd --rehash-per-request"
         label["hash"] = "HAProxy reuse, balance hdr() (reference)"
         label["plain"] = "HAProxy reuse -> stickyd (no flag)"
@@ -710,10 +716,9 @@ w3_report() {
 
 report() {
     [ -n "$SYSTEMS" ] || return 0
-    awk -F'\t' -v systems="$SYSTEMS" -v strays_file="$STRAYS" "$AWK_MEDIAN"'
-    function ratio(a, b) { return (a > 0 && b > 0) ? sprintf("%.2fx", a / b) : "n/a" }
+    awk -F'\t' -v systems="$SYSTEMS" -v strays_file="$STRAYS" "$AWK_REPORT"'
     BEGIN {
-        while ((getline line < strays_file) > 0) { split(line, f, "\t"); stray[f[1]] = f[2] }
+        read_strays()
         label["uring"] = "stickyd, uring backend"
         label["epoll"] = "stickyd, epoll backend"
         label["ceiling"] = "SO_REUSEPORT ceiling, no dispatcher"
